@@ -1,0 +1,100 @@
+"""atlas_nb: rent GPUs and run inference on RunPod, Fly.io, Lambda Cloud and Vast.ai.
+
+>>> import atlas_nb as atlas
+>>> c = atlas.spawn_compute(provider="mock", gpu="h100", image="img:1", ports=[(8000, "http")])
+>>> atlas.terminate(c.id, provider="mock")
+
+In a notebook, ``%load_ext atlas_nb`` adds the ``%atlas`` magics. The core never
+imports IPython, ipywidgets or pandas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import (
+    AtlasError,
+    Forbidden,
+    NotFound,
+    ProviderError,
+    RateLimited,
+    Timeout,
+    TransportError,
+    Unauthorized,
+    UnknownError,
+    Unsupported,
+    ValidationError,
+)
+from .facade import (
+    cancel_job,
+    capabilities,
+    get_compute,
+    get_job,
+    list_compute,
+    list_gpu_types,
+    run_job,
+    spawn_compute,
+    start,
+    stop,
+    stream_job,
+    terminate,
+    wait_ready,
+)
+from .models import AuthHandle, Compute, ComputeRequest, GpuType, Job, JobRequest, PortMapping
+from .providers import CAPABILITIES, Provider, register
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CAPABILITIES",
+    "AtlasError",
+    "AuthHandle",
+    "Compute",
+    "ComputeRequest",
+    "Forbidden",
+    "GpuType",
+    "Job",
+    "JobRequest",
+    "NotFound",
+    "PortMapping",
+    "Provider",
+    "ProviderError",
+    "RateLimited",
+    "Timeout",
+    "TransportError",
+    "Unauthorized",
+    "UnknownError",
+    "Unsupported",
+    "ValidationError",
+    "__version__",
+    "cancel_job",
+    "capabilities",
+    "get_compute",
+    "get_job",
+    "list_compute",
+    "list_gpu_types",
+    "load_ipython_extension",
+    "register",
+    "run_job",
+    "spawn_compute",
+    "start",
+    "stop",
+    "stream_job",
+    "terminate",
+    "unload_ipython_extension",
+    "wait_ready",
+]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext atlas_nb``: imports the notebook layer only now."""
+    from .notebook import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext atlas_nb``: stops background threads; never terminates pods."""
+    from .notebook import unload_ipython_extension as _unload
+
+    _unload(ipython)

@@ -1,0 +1,186 @@
+"""Settings resolution: per call, then the session, then the config file, then env vars.
+
+The config file is YAML at ``platformdirs.user_config_dir("atlas_nb")/config.yaml``;
+``ATLAS_NB_CONFIG`` overrides its path. Shape::
+
+    default_provider: runpod
+    providers:
+      runpod: {api_key: "...", base_url: "https://api.runpod.io"}
+      lambda_labs: {ssh_key_name: my-key}
+      fly: {default_app: my-app}
+
+While a sandbox is active (``atlas_nb.sandbox``), every provider points at it
+with the sandbox keys unless a call passes its own ``base_url``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ValidationError
+
+__all__ = [
+    "API_KEY_ENV",
+    "config_path",
+    "data_dir",
+    "load",
+    "provider_setting",
+    "resolve_api_key",
+    "resolve_base_url",
+    "resolve_provider_name",
+    "set_session_key",
+]
+
+API_KEY_ENV: dict[str, tuple[str, ...]] = {
+    "runpod": ("RUNPOD_API_KEY",),
+    "fly": ("FLY_API_TOKEN", "FLY_ACCESS_TOKEN"),
+    "lambda_labs": ("LAMBDA_LABS_API_KEY", "LAMBDA_API_KEY"),
+    "vast": ("VAST_API_KEY",),
+}
+
+_lock = threading.Lock()
+_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+_session_keys: dict[str, str] = {}
+
+
+def config_path() -> Path:
+    """Where the config file lives (``ATLAS_NB_CONFIG`` wins)."""
+    override = os.environ.get("ATLAS_NB_CONFIG")
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("atlas_nb")) / "config.yaml"
+
+
+def data_dir() -> Path:
+    """The user data dir for ledgers and caches (``ATLAS_NB_DATA_DIR`` wins), created 0700."""
+    override = os.environ.get("ATLAS_NB_DATA_DIR")
+    if override:
+        path = Path(override).expanduser()
+    else:
+        import platformdirs
+
+        path = Path(platformdirs.user_data_dir("atlas_nb"))
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def load() -> dict[str, Any]:
+    """The parsed config file, or ``{}`` when there is none. Re-read when it changes."""
+    path = config_path()
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return {}
+    key = str(path)
+    with _lock:
+        hit = _cache.get(key)
+        if hit and hit[0] == mtime:
+            return hit[1]
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValidationError(
+            f"config file {path} is not valid YAML ({type(exc).__name__}); fix or delete it"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValidationError(f"config file {path} must hold a mapping at the top level")
+    with _lock:
+        _cache[key] = (mtime, data)
+    return data
+
+
+def _section(provider: str) -> Mapping[str, Any]:
+    providers = load().get("providers") or {}
+    section = providers.get(provider) if isinstance(providers, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
+def provider_setting(provider: str, key: str, default: Any = None) -> Any:
+    """One setting from the provider's section of the config file."""
+    return _section(provider).get(key, default)
+
+
+def resolve_provider_name(provider: str | None) -> str:
+    """Per call > ``default_provider`` in the config file > ``ATLAS_NB_PROVIDER``."""
+    if provider:
+        return provider
+    name = load().get("default_provider") or os.environ.get("ATLAS_NB_PROVIDER")
+    if not name:
+        raise ValidationError(
+            "no provider given; pass provider='runpod' (or 'fly', 'lambda_labs', 'vast', "
+            "'mock'), or set default_provider in the config file or ATLAS_NB_PROVIDER"
+        )
+    return str(name)
+
+
+def set_session_key(provider: str, api_key: str | None) -> None:
+    """Keep a key in memory for this process only (``%atlas login``)."""
+    with _lock:
+        if api_key:
+            _session_keys[provider] = api_key
+        else:
+            _session_keys.pop(provider, None)
+
+
+def resolve_api_key(provider: str, api_key: str | None = None) -> str | None:
+    """Per call > sandbox > session login > config file > env var."""
+    if api_key:
+        return api_key
+    from . import sandbox as sandbox_link
+
+    if sandbox_link.active_url():
+        return sandbox_link.sandbox_key(provider)
+    with _lock:
+        if provider in _session_keys:
+            return _session_keys[provider]
+    configured = provider_setting(provider, "api_key")
+    if configured:
+        return str(configured)
+    for var in API_KEY_ENV.get(provider, ()):
+        if os.environ.get(var):
+            return os.environ[var]
+    return None
+
+
+def key_source(provider: str) -> str | None:
+    """Where a key would come from (never the key itself), for ``doctor``/``providers``."""
+    from . import sandbox as sandbox_link
+
+    if sandbox_link.active_url():
+        return "sandbox"
+    with _lock:
+        if provider in _session_keys:
+            return "session"
+    if provider_setting(provider, "api_key"):
+        return "config"
+    for var in API_KEY_ENV.get(provider, ()):
+        if os.environ.get(var):
+            return f"env:{var}"
+    return None
+
+
+def resolve_base_url(
+    provider: str, api: str, default: str, base_url: str | Mapping[str, str] | None = None
+) -> str:
+    """Per call (a URL, or ``{api: URL}``) > sandbox > config file > the provider default."""
+    if isinstance(base_url, Mapping):
+        base_url = base_url.get(api)
+    if base_url:
+        return base_url.rstrip("/")
+    from . import sandbox as sandbox_link
+
+    sandbox = sandbox_link.active_url()
+    if sandbox:
+        return f"{sandbox}/{provider}/{api}"
+    configured = provider_setting(provider, "base_url")
+    if isinstance(configured, dict):
+        configured = configured.get(api)
+    return str(configured or default).rstrip("/")
