@@ -10,7 +10,8 @@ imports IPython, ipywidgets or pandas.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AtlasError,
@@ -25,23 +26,63 @@ from .errors import (
     Unsupported,
     ValidationError,
 )
-from .facade import (
-    cancel_job,
-    capabilities,
-    get_compute,
-    get_job,
-    list_compute,
-    list_gpu_types,
-    run_job,
-    spawn_compute,
-    start,
-    stop,
-    stream_job,
-    terminate,
-    wait_ready,
-)
-from .models import AuthHandle, Compute, ComputeRequest, GpuType, Job, JobRequest, PortMapping
-from .providers import CAPABILITIES, Provider, register
+
+if TYPE_CHECKING:
+    from .auth import SignatureError
+    from .facade import (
+        Catalog,
+        CatalogWarning,
+        cancel_job,
+        capabilities,
+        get_compute,
+        get_job,
+        list_compute,
+        list_gpu_types,
+        run_job,
+        spawn_compute,
+        start,
+        stop,
+        stream_job,
+        terminate,
+        wait_ready,
+    )
+    from .models import (
+        AuthHandle,
+        Compute,
+        ComputeRequest,
+        GpuType,
+        Job,
+        JobRequest,
+        PortMapping,
+    )
+    from .providers import CAPABILITIES, Provider, register
+
+# Public names served from submodules on first use (PEP 562), so `import atlas_nb` stays
+# cheap in a notebook: the pydantic models and httpx load with the first real call.
+_LAZY: dict[str, str] = {
+    **{name: "facade" for name in (
+        "Catalog", "CatalogWarning", "cancel_job", "capabilities", "get_compute", "get_job",
+        "list_compute", "list_gpu_types", "run_job", "spawn_compute", "start", "stop",
+        "stream_job", "terminate", "wait_ready")},
+    **{name: "models" for name in (
+        "AuthHandle", "Compute", "ComputeRequest", "GpuType", "Job", "JobRequest", "PortMapping")},
+    **{name: "providers" for name in ("CAPABILITIES", "Provider", "register")},
+    "SignatureError": "auth",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'atlas_nb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "0.1.0"
 
@@ -49,6 +90,8 @@ __all__ = [
     "CAPABILITIES",
     "AtlasError",
     "AuthHandle",
+    "Catalog",
+    "CatalogWarning",
     "Compute",
     "ComputeRequest",
     "Forbidden",
@@ -60,6 +103,7 @@ __all__ = [
     "Provider",
     "ProviderError",
     "RateLimited",
+    "SignatureError",
     "Timeout",
     "TransportError",
     "Unauthorized",

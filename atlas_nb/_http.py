@@ -12,6 +12,7 @@ is never replayed; its caller must look the resource up before trying again.
 from __future__ import annotations
 
 import json as jsonlib
+import logging
 import random
 import re
 import threading
@@ -29,6 +30,7 @@ from .errors import (
     AtlasError,
     Timeout,
     TransportError,
+    ValidationError,
     error_from_response,
     parse_retry_after,
 )
@@ -98,7 +100,32 @@ def client_for(http: HttpOption = None) -> httpx.Client:
                 client = httpx.Client(**opts)
                 _by_options[key] = client
             return client
-    raise TypeError(f"http= must be an httpx.Client, a transport or a dict, not {type(http)}")
+    raise ValidationError(
+        f"http= must be an httpx.Client, an httpx transport or a dict of httpx.Client options, "
+        f"not {type(http).__name__}"
+    )
+
+
+class _RedactUrls(logging.Filter):
+    """Redact secret query params in httpx's own request log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_url(str(a)) if isinstance(a, httpx.URL) else a for a in record.args
+            )
+        return True
+
+
+_log_filter_installed = False
+
+
+def _install_log_filter() -> None:
+    # Done on first use, not at import: importing atlas_nb must not touch logging.
+    global _log_filter_installed
+    if not _log_filter_installed:
+        logging.getLogger("httpx").addFilter(_RedactUrls())
+        _log_filter_installed = True
 
 
 def redact_url(url: str) -> str:
@@ -174,6 +201,7 @@ class HttpClient:
         self._headers = dict(headers or {})
         self._secrets = tuple(s for s in secrets if s)
         self._client = client_for(http)
+        _install_log_filter()
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
 

@@ -43,7 +43,7 @@ API_KEY_ENV: dict[str, tuple[str, ...]] = {
 }
 
 _lock = threading.Lock()
-_cache: dict[str, tuple[float, dict[str, Any]]] = {}
+_cache: dict[str, tuple[str, dict[str, Any]]] = {}
 _session_keys: dict[str, str] = {}
 
 
@@ -71,29 +71,34 @@ def data_dir() -> Path:
 
 
 def load() -> dict[str, Any]:
-    """The parsed config file, or ``{}`` when there is none. Re-read when it changes."""
+    """The parsed config file, or ``{}`` when there is none. Re-parsed when it changes."""
     path = config_path()
     try:
-        mtime = path.stat().st_mtime
-    except OSError:
+        # Keyed on content, not mtime: a rewrite within one coarse clock tick keeps the mtime.
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
         return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(
+            f"config file {path} cannot be read ({type(exc).__name__}); fix or delete it"
+        ) from None
     key = str(path)
     with _lock:
         hit = _cache.get(key)
-        if hit and hit[0] == mtime:
+        if hit and hit[0] == text:
             return hit[1]
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
         raise ValidationError(
             f"config file {path} is not valid YAML ({type(exc).__name__}); fix or delete it"
         ) from None
     if not isinstance(data, dict):
         raise ValidationError(f"config file {path} must hold a mapping at the top level")
     with _lock:
-        _cache[key] = (mtime, data)
+        _cache[key] = (text, data)
     return data
 
 

@@ -22,7 +22,6 @@ In a notebook an ``AtlasError`` renders as one or two lines, not a traceback
 
 from __future__ import annotations
 
-import email.utils
 import os
 import time
 from typing import Any, ClassVar
@@ -77,6 +76,8 @@ class AtlasError(Exception):
     def __str__(self) -> str:
         where = f"[{self.provider}] " if self.provider else ""
         code = f" (HTTP {self.status})" if self.status else ""
+        if self.message == code.strip(" ()"):  # the status is the whole message: say it once
+            code = ""
         return f"{where}{self.message}{code}"
 
     def __repr__(self) -> str:
@@ -87,7 +88,7 @@ class AtlasError(Exception):
 
     def _render_traceback_(self) -> list[str]:
         """IPython hook: show one or two lines instead of a traceback."""
-        if os.environ.get("ATLAS_NB_DEBUG"):
+        if os.environ.get("ATLAS_NB_DEBUG", "") not in ("", "0", "false"):
             import traceback
 
             return traceback.format_exception(type(self), self, self.__traceback__)
@@ -183,6 +184,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # only needed for the rare HTTP-date form; keeps import time low
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -221,6 +224,16 @@ def _message_from_body(body: Any) -> str | None:
     return title if isinstance(title, str) else None
 
 
+def _header(headers: Any, name: str) -> str | None:
+    """One header from ``httpx.Headers`` or a plain dict (whose keys are case-sensitive)."""
+    if not headers:
+        return None
+    if isinstance(headers, dict):
+        return next((str(v) for k, v in headers.items() if str(k).lower() == name), None)
+    value = headers.get(name)
+    return str(value) if value is not None else None
+
+
 def error_from_response(
     status: int,
     body: Any,
@@ -234,7 +247,7 @@ def error_from_response(
         cls = ProviderError if 400 <= status < 600 else UnknownError
     message = _message_from_body(body) or f"HTTP {status}"
     if cls is RateLimited:
-        retry_after = parse_retry_after(headers.get("retry-after") if headers else None)
+        retry_after = parse_retry_after(_header(headers, "retry-after"))
         return RateLimited(
             message, retry_after=retry_after, provider=provider, status=status, raw=body
         )

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import auth as _auth
 from . import telemetry
 from ._http import HttpOption
 from .errors import AtlasError, ProviderError, Timeout, Unsupported, ValidationError
@@ -19,6 +20,9 @@ from .models import AuthHandle, Compute, ComputeRequest, GpuType, Job, JobReques
 from .providers import Provider, resolve, strip_secrets
 
 __all__ = [
+    "ALL_PROVIDERS",
+    "Catalog",
+    "CatalogWarning",
     "cancel_job",
     "capabilities",
     "get_compute",
@@ -27,6 +31,7 @@ __all__ = [
     "list_gpu_types",
     "run_job",
     "spawn_compute",
+    "spawn_many",
     "start",
     "stop",
     "stream_job",
@@ -61,6 +66,8 @@ def capabilities(
 
 
 def _with_auth(request: ComputeRequest) -> tuple[ComputeRequest, AuthHandle | None, str | None]:
+    from . import auth as _auth  # lazily: hashing and URL parsing aren't needed at import
+
     if request.auth == "bearer":
         minted = _auth.mint_token()
         handle = AuthHandle(scheme="bearer", token=minted.token, hash=minted.hash,
@@ -162,17 +169,30 @@ def terminate(
 
 
 def wait_ready(
-    compute_id: str, *, provider: ProviderArg = None, timeout_s: float = 600.0,
+    compute: Compute | str, *, provider: ProviderArg = None, timeout_s: float = 600.0,
     poll_s: float = 1.0, on_progress: Callable[[Compute], None] | None = None,
     api_key: str | None = None, base_url: Any = None, http: HttpOption = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Compute:
     """Poll until the compute runs with every port reachable; return it.
 
-    Raises ``Timeout`` after ``timeout_s`` and ``ProviderError`` if it fails or is
-    terminated meanwhile. ``on_progress`` sees each polled state.
+    Pass the ``Compute`` from ``spawn_compute`` (its ``auth`` handle is carried over)
+    or an id. Raises ``Timeout`` after ``timeout_s`` and ``ProviderError`` if it fails
+    or is terminated meanwhile. ``on_progress`` sees each polled state.
     """
+    compute_id = compute.id if isinstance(compute, Compute) else compute
+    handle = compute.auth if isinstance(compute, Compute) else None
+    if isinstance(compute, Compute) and provider is None:
+        provider = compute.provider
     p = _provider(provider, api_key, base_url, http)
+    ready = _wait(p, compute_id, timeout_s, poll_s, on_progress, sleep)
+    return ready.model_copy(update={"auth": handle}) if handle else ready
+
+
+def _wait(
+    p: Provider, compute_id: str, timeout_s: float, poll_s: float,
+    on_progress: Callable[[Compute], None] | None, sleep: Callable[[float], None],
+) -> Compute:
     own = getattr(p, "wait_ready", None)
     if own is not None:
         return own(compute_id, timeout_s=timeout_s)  # type: ignore[no-any-return]
@@ -272,10 +292,138 @@ def _job_provider(job: Job | str) -> str | None:
     return job.provider if isinstance(job, Job) else None
 
 
+ALL_PROVIDERS = ("runpod", "lambda_labs", "vast", "fly")
+"""What ``provider="all"`` fans out to."""
+
+
+class CatalogWarning(UserWarning):
+    """Some providers' catalogs could not be fetched; the rest were returned."""
+
+
+class Catalog(list[GpuType]):
+    """GPU types from one or more providers; ``failures`` maps a provider to its error."""
+
+    def __init__(self, items: Iterable[GpuType] = (),
+                 failures: Mapping[str, AtlasError] | None = None) -> None:
+        super().__init__(items)
+        self.failures: dict[str, AtlasError] = dict(failures or {})
+
+
 def list_gpu_types(
-    *, provider: ProviderArg = None, api_key: str | None = None, base_url: Any = None,
-    http: HttpOption = None,
-) -> list[GpuType]:
-    """The provider's GPU catalog with on-demand (and spot, where offered) prices."""
+    *, provider: ProviderArg | str | Sequence[Any] = None, api_key: str | None = None,
+    base_url: Any = None, http: HttpOption = None,
+) -> Catalog:
+    """The GPU catalog with on-demand (and spot, where offered) prices in USD/hour.
+
+    ``provider="all"`` (or a list) fetches every catalog in parallel. If some fail, the
+    rest are returned, the failures are in ``.failures``, and a ``CatalogWarning`` says so.
+    """
+    if provider == "all" or isinstance(provider, (list, tuple)):
+        names = ALL_PROVIDERS if provider == "all" else tuple(provider)
+        return _catalogs(names, api_key, base_url, http)
     p = _provider(provider, api_key, base_url, http)
-    return list(_optional(p, "list_gpu_types")())
+    return Catalog(_optional(p, "list_gpu_types")())
+
+
+def _catalogs(names: Sequence[Any], api_key: str | None, base_url: Any, http: HttpOption
+              ) -> Catalog:
+    def fetch(name: Any) -> list[GpuType]:
+        p = _provider(name, api_key, base_url, http)
+        return list(_optional(p, "list_gpu_types")())
+
+    items: list[GpuType] = []
+    failures: dict[str, AtlasError] = {}
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        futures = [(_label(n), pool.submit(fetch, n)) for n in names]
+        for label, future in futures:
+            try:
+                items.extend(future.result())
+            except AtlasError as exc:
+                failures[label] = exc
+    if failures:
+        summary = "; ".join(f"{k}: {v}" for k, v in failures.items())
+        warnings.warn(f"GPU catalog incomplete: {summary}", CatalogWarning, stacklevel=3)
+        for label, err in failures.items():
+            telemetry.emit("catalog.failure", {"provider": label, "error": str(err)})
+    return Catalog(items, failures)
+
+
+def _label(provider: Any) -> str:
+    if isinstance(provider, str):
+        return provider
+    return str(getattr(provider, "name", None) or getattr(provider, "__name__", provider))
+
+
+def spawn_many(
+    requests: Iterable[ComputeRequest | Mapping[str, Any]] | None = None,
+    *,
+    count: int | None = None,
+    provider: ProviderArg = None,
+    max_workers: int = 16,
+    api_key: str | None = None,
+    base_url: Any = None,
+    http: HttpOption = None,
+    **fields: Any,
+) -> list[Compute]:
+    """Spawn many computes at once, up to ``max_workers`` creates in flight; all or nothing.
+
+    Pass ``requests`` (``ComputeRequest``s or dicts of their fields), or ``count=`` copies
+    of ``**fields`` (a ``name`` gets ``-1``, ``-2``... suffixes). Results keep the request
+    order. Every request is validated before anything is sent. If a spawn fails, or
+    Ctrl-C arrives, every compute this call started is terminated and the (first) error
+    is raised: a batch never leaves part of itself billing.
+
+    >>> cs = spawn_many(count=3, provider="mock", gpu="h100", image="img:1")
+    >>> len({c.id for c in cs})
+    3
+    """
+    import concurrent.futures as cf
+
+    if (requests is None) == (count is None):
+        raise ValidationError("pass either requests=[...] or count=N with the request fields")
+    if max_workers < 1:
+        raise ValidationError(f"max_workers={max_workers}: pass 1 or more")
+    if requests is None:
+        n = count or 0
+        if n < 0:
+            raise ValidationError(f"count={n}: pass 0 or more")
+        name = fields.pop("name", None)
+        requests = [{**fields, "name": f"{name}-{i}" if name and n > 1 else name}
+                    for i in range(1, n + 1)]
+    elif fields:
+        raise ValidationError(f"put {sorted(fields)} inside each request, or use count=")
+    reqs = [r if isinstance(r, ComputeRequest) else ComputeRequest(**r) for r in requests]
+    if not reqs:
+        return []
+    p = _provider(provider, api_key, base_url, http)
+    pool = ThreadPoolExecutor(max_workers=min(max_workers, len(reqs)),
+                              thread_name_prefix="atlas-spawn")
+    try:
+        futures = [pool.submit(spawn_compute, r, provider=p) for r in reqs]
+        try:
+            cf.wait(futures)
+        except BaseException:  # Ctrl-C: stop what has not started, undo what has
+            for future in futures:
+                future.cancel()
+            cf.wait(futures)
+            _undo_spawns(p, pool, futures)
+            raise
+        errors = [e for f in futures if (e := f.exception()) is not None]
+        if errors:
+            _undo_spawns(p, pool, futures)
+            raise errors[0]
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _undo_spawns(p: Provider, pool: ThreadPoolExecutor, futures: list[Any]) -> None:
+    """Terminate (best effort, in parallel) every compute a failed batch did create."""
+    ids = [f.result().id for f in futures
+           if f.done() and not f.cancelled() and f.exception() is None]
+
+    def terminate_quietly(cid: str) -> None:
+        with contextlib.suppress(AtlasError):
+            p.terminate(cid)
+
+    list(pool.map(terminate_quietly, ids))

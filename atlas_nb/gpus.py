@@ -76,7 +76,7 @@ _SPECS: tuple[GpuSpec, ...] = (
     GpuSpec("b200", "B200 180GB", 180, "b200", ("NVIDIA B200",), ("b200_sxm6",), ("B200",)),
     GpuSpec("gh200", "GH200 96GB", 96, "gh200", (), ("gh200",), ()),
     GpuSpec("v100", "V100", 16, "v100", ("Tesla V100-SXM2-32GB", "Tesla V100-PCIE-16GB"),
-            ("v100",), ("Tesla V100",)),
+            ("v100", "v100_n"), ("Tesla V100",)),
 )
 
 GPUS: dict[str, GpuSpec] = {s.name: s for s in _SPECS}

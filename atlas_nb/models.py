@@ -52,7 +52,7 @@ _FIXES: dict[str, str] = {
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     _title: ClassVar[str] = ""
 
     def __init__(self, /, **data: Any) -> None:
@@ -62,7 +62,8 @@ class _Model(BaseModel):
             raise _convert(type(self).__name__, exc) from None
 
     def _html_fields(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in type(self).model_fields if k != "raw"}
+        # Fields hidden from repr (raw, env, provider_opts) may hold secrets: hide them here too.
+        return {k: getattr(self, k) for k, f in type(self).model_fields.items() if f.repr}
 
     def _repr_html_(self) -> str:
         return _html.kv_table(self._title or type(self).__name__, self._html_fields())
@@ -194,7 +195,9 @@ class ComputeRequest(_Model):
         if v is None:
             return ()
         if isinstance(v, (str, int, PortMapping)) or (
-            isinstance(v, tuple) and len(v) == 2 and isinstance(v[1], str)
+            # one (8000, "http") pair, not a pair of specs like ("8000/http", "22/tcp")
+            isinstance(v, tuple) and len(v) == 2
+            and isinstance(v[1], str) and v[1].strip().isalpha()
         ):
             v = [v]
         return tuple(PortMapping.parse(p) for p in v)

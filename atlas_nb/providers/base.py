@@ -52,6 +52,7 @@ CAPABILITIES: frozenset[str] = frozenset(
 )
 """Every capability name a provider may declare."""
 
+_SCALARS = frozenset({int, float, bool, type(None)})
 _SECRET_KEYS = frozenset({"env", "extra_env", "environment", "api_key", "token", "password"})
 
 
@@ -125,29 +126,48 @@ class Provider(Protocol):
 
 def strip_secrets(raw: Any, secrets: tuple[str, ...] = ()) -> Any:
     """A copy of a wire payload without env blocks, tokens or any of ``secrets``."""
-    if isinstance(raw, Mapping):
+    # Exact-type checks first: decoded JSON is plain dicts, lists and scalars, and this
+    # runs on every get/list (an ABC isinstance per leaf costs more than the GET's parsing).
+    kind = type(raw)
+    if kind in _SCALARS:
+        return raw
+    if kind is dict or (kind is not str and isinstance(raw, Mapping)):
         return {
             k: strip_secrets(v, secrets)
             for k, v in raw.items()
-            if str(k).lower() not in _SECRET_KEYS
+            if (k.lower() if type(k) is str else str(k).lower()) not in _SECRET_KEYS
         }
-    if isinstance(raw, list):
+    if kind is list or isinstance(raw, list):
         return [strip_secrets(v, secrets) for v in raw]
     if isinstance(raw, str) and any(s and s in raw for s in secrets):
         return "REDACTED"
     return raw
 
 
+_init_options_cache: dict[type[Any], tuple[frozenset[str], bool]] = {}
+
+
+def _init_options(cls: type[Any]) -> tuple[frozenset[str], bool]:
+    """The option names ``cls.__init__`` takes, and whether it takes ``**kwargs`` (cached:
+    ``inspect.signature`` costs more than the rest of a facade call's local work)."""
+    hit = _init_options_cache.get(cls)
+    if hit is not None:
+        return hit
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return frozenset(), False
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    hit = _init_options_cache[cls] = (frozenset(params), takes_any)
+    return hit
+
+
 def instantiate(
     cls: type[Any], *, api_key: str | None, base_url: Any, http: HttpOption
 ) -> Any:
     """Build a provider from its class, passing only the options its ``__init__`` accepts."""
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        params = {}  # type: ignore[assignment]
+    params, takes_any = _init_options(cls)
     wanted = {"api_key": api_key, "base_url": base_url, "http": http}
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     kwargs = {k: v for k, v in wanted.items() if (k in params or takes_any) and v is not None}
     return cls(**kwargs)
 

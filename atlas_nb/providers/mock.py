@@ -221,8 +221,11 @@ class MockProvider:
                 if entry.job.status == "cancelled":
                     raise ProviderError(f"job {job_id} was cancelled", provider=self.name)
             yield chunk
-        while not self.get_job(job_id, endpoint=endpoint).done:
-            pass
+        job = self.get_job(job_id, endpoint=endpoint)
+        while not job.done:
+            job = self.get_job(job_id, endpoint=endpoint)
+        if job.status != "completed":  # the contract: a stream ends only on success
+            raise ProviderError(f"job {job_id} was {job.status}", provider=self.name)
 
     # -- catalog --------------------------------------------------------------------
     def list_gpu_types(self) -> list[GpuType]:

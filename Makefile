@@ -1,0 +1,53 @@
+# One-command entry points. Only python3 (>= 3.11) and make are assumed: every target
+# that needs the environment builds it first, in $(VENV) (default .venv).
+#
+#   make test    ruff + mypy --strict + pytest      make demo    the sandbox demo
+#   make lint    ruff + mypy only                   make bench   every bench/*.py
+#
+# Overrides: make test VENV=/tmp/v PYTHON=python3.12 PYTEST_ARGS="-x -k sandbox"
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+# The first python3 on PATH that is at least 3.11 (pyproject's requires-python).
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; \
+	done)
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Re-install when the dependencies change; the stamp lives inside the venv it describes.
+STAMP := $(VENV)/.atlas-nb-installed
+EXTRAS ?= dev,notebook
+PYTEST_ARGS ?=
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup test lint demo bench clean
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "make: need python3 >= 3.11 on PATH (or PYTHON=...)" >&2; exit 1; }
+	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv $(VENV) || { \
+		echo "make: could not create $(VENV); on Debian/Ubuntu: apt-get install python3-venv" >&2; \
+		exit 1; }
+	@echo "make: installing atlas_nb[$(EXTRAS)] into $(VENV) (first run takes a minute)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $@
+
+setup: $(STAMP)  ## build the environment only
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy atlas_nb
+
+# pytest exit status 5 (nothing collected) fails the target like any other failure.
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/python -m atlas_nb.demo
+
+bench: $(STAMP)
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python "$$b"; echo; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

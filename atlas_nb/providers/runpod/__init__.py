@@ -1,0 +1,279 @@
+"""RunPod: pods over REST v2, spot pods and spot prices over GraphQL, serverless jobs
+over the runtime API. Wire translation lives in ``wire``, jobs in ``serverless``.
+
+>>> import atlas_nb as atlas
+>>> c = atlas.spawn_compute(provider="runpod", gpu="rtx_4090", image="me/srv:1",
+...                         ports=[(8000, "http")])                    # doctest: +SKIP
+>>> atlas.wait_ready(c.id, provider="runpod").url                     # doctest: +SKIP
+'https://<pod id>-8000.proxy.runpod.net'
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+from ..._http import decode
+from ...errors import (
+    AtlasError,
+    NotFound,
+    ProviderError,
+    RateLimited,
+    Timeout,
+    TransportError,
+    Unsupported,
+    ValidationError,
+)
+from ...gpus import canonical, provider_id
+from ...models import COMPUTE_STATUSES, Compute, ComputeRequest, GpuType, Job, JobRequest
+from ..base import BaseProvider
+from . import serverless, wire
+
+__all__ = ["RunPod"]
+
+CREATE_ATTEMPTS = 3
+"""Creates tried per spawn; each retry only after a lookup proved the last one created nothing."""
+_RATE_WAIT_MAX_S = 30.0
+
+
+class RunPod(BaseProvider):
+    """The RunPod provider (``provider="runpod"``). Key: ``RUNPOD_API_KEY``.
+
+    * On-demand pods: REST v2 ``POST /v2/pods``; spot pods (``spot=True``): GraphQL
+      ``podRentInterruptable`` with ``bidPerGpu = max_price_per_hour / gpu_count`` or,
+      without a cap, the catalog's minimum bid.
+    * A create is never replayed blindly: after a lost answer or a 5xx the pod is looked
+      up by its name and the ``ATLAS_REQUEST_ID`` env marker before another try.
+    * HTTP ports get ``https://{id}-{port}.proxy.runpod.net``; TCP ports get
+      ``tcp://ip:port`` once the pod runs.
+    * ``provider_opts`` is merged last into the create body (nested dicts merge).
+    """
+
+    name: ClassVar[str] = "runpod"
+    apis: ClassVar[dict[str, str]] = {
+        "rest": "https://api.runpod.io",
+        "graphql": "https://api.runpod.io",
+        "serverless": "https://api.runpod.ai",
+    }
+    CAPABILITIES: ClassVar[frozenset[str]] = frozenset(
+        {"spot", "serverless", "network_volumes", "http_proxy", "raw_tcp", "stop_start",
+         "webhooks"}
+    )
+    key_hint: ClassVar[str] = "pass api_key=, set RUNPOD_API_KEY, or add it to the config file"
+
+    # -- computes ---------------------------------------------------------------------
+    def spawn_compute(self, request: ComputeRequest) -> Compute:
+        name = request.name or f"atlas-{secrets.token_hex(6)}"
+        marker = secrets.token_hex(12)
+        if request.spot:
+            data = wire.spot_input(request, name=name, marker=marker,
+                                   bid_per_gpu=self._bid(request))
+            payload = {"query": wire.RENT_SPOT_MUTATION, "variables": {"input": data}}
+            return self._create("graphql", "/graphql", payload, self._spot_created,
+                                name, marker, request.name is None)
+        body = wire.create_body(request, name=name, marker=marker)
+        if request.max_price_per_hour is not None:
+            self._check_price(request, request.max_price_per_hour)
+        return self._create("rest", "/v2/pods", body, self._pod_created,
+                            name, marker, request.name is None)
+
+    def get_compute(self, compute_id: str) -> Compute:
+        body = self.client("rest").request("GET", self._pod_path(compute_id))
+        return wire.compute_from_wire(body)
+
+    def list_compute(
+        self, *, status: str | None = None, name: str | None = None, gpu: str | None = None,
+        region: str | None = None,
+    ) -> list[Compute]:
+        if status is not None and status not in COMPUTE_STATUSES:
+            raise ValidationError(
+                f"unknown status {status!r}; use one of {', '.join(COMPUTE_STATUSES)}"
+            )
+        gpu = canonical(gpu) if gpu is not None else None
+        pods = wire.pods_from_wire(self.client("rest").request("GET", "/v2/pods"))
+        computes = (wire.compute_from_wire(p) for p in pods)
+        return [c for c in computes
+                if wire.matches(c, status=status, name=name, gpu=gpu, region=region)]
+
+    def stop(self, compute_id: str) -> Compute:
+        return self._action(compute_id, "stop", reached=("stopped",))
+
+    def start(self, compute_id: str) -> Compute:
+        return self._action(compute_id, "start", reached=("provisioning", "running"))
+
+    def terminate(self, compute_id: str) -> None:
+        try:
+            self.client("rest").request("DELETE", self._pod_path(compute_id))
+        except NotFound:
+            return None  # already gone: terminate is idempotent
+        return None
+
+    # -- jobs -------------------------------------------------------------------------
+    def run_job(self, request: JobRequest) -> Job:
+        return serverless.run(self.client("serverless"), request, sleep=self._sleep)
+
+    def get_job(self, job_id: Job | str, *, endpoint: str | None = None) -> Job:
+        return serverless.get(self.client("serverless"), *_job_ref(job_id, endpoint))
+
+    def cancel_job(self, job_id: Job | str, *, endpoint: str | None = None) -> Job:
+        return serverless.cancel(self.client("serverless"), *_job_ref(job_id, endpoint))
+
+    def stream_job(self, job_id: Job | str, *, endpoint: str | None = None) -> Iterator[Any]:
+        jid, ep = _job_ref(job_id, endpoint)
+        return serverless.stream(self.client("serverless"), jid, ep, sleep=self._sleep)
+
+    # -- catalog ----------------------------------------------------------------------
+    def list_gpu_types(self) -> list[GpuType]:
+        catalog = self.client("rest").request(
+            "GET", "/v2/catalog/gpus", params={"include": "AVAILABILITY", "product": "POD"}
+        )
+        return wire.gpu_types_from_wire(catalog, self._spot_catalog())
+
+    # -- internals --------------------------------------------------------------------
+    @staticmethod
+    def _pod_path(compute_id: str) -> str:
+        if not compute_id or not isinstance(compute_id, str):
+            raise ValidationError("compute id must be a non-empty string")
+        return f"/v2/pods/{quote(compute_id, safe='')}"
+
+    def _graphql(self, query: str, variables: dict[str, Any] | None = None) -> Any:
+        payload: dict[str, Any] = {"query": query}
+        if variables:
+            payload["variables"] = variables
+        body = self.client("graphql").request("POST", "/graphql", json=payload, idempotent=True)
+        return self._graphql_data(body)
+
+    def _graphql_data(self, body: Any) -> Any:
+        try:
+            return wire.graphql_data(body)
+        except wire.GraphQLFailure as failure:
+            raise ProviderError(failure.message, provider=self.name, raw=failure.raw) from None
+
+    def _spot_catalog(self) -> list[Any]:
+        types = self._graphql(wire.GPU_TYPES_QUERY).get("gpuTypes")
+        return types if isinstance(types, list) else []
+
+    def _bid(self, request: ComputeRequest) -> float:
+        if request.max_price_per_hour is not None:
+            return request.max_price_per_hour / request.gpu_count
+        if request.gpu is None:
+            raise ValidationError("RunPod spot pods need a GPU; pass gpu=... or spot=False")
+        gid = provider_id(request.gpu, self.name)
+        bid = wire.spot_bid(self._spot_catalog(), gid)
+        if bid is None:
+            raise Unsupported(
+                f"RunPod quotes no spot price for {request.gpu} ({gid})", provider=self.name,
+                hint="pass max_price_per_hour= to bid, or spawn on demand (spot=False)",
+            )
+        return bid
+
+    def _check_price(self, request: ComputeRequest, cap: float) -> None:
+        """On-demand pods take no bid: refuse one the catalog prices above the cap."""
+        if request.gpu is None:
+            raise ValidationError("max_price_per_hour applies to RunPod GPU pods; drop it")
+        cloud = "community" if request.cloud_type == "community" else "secure"  # API default
+        unit = wire.catalog_price(
+            self.client("rest").request("GET", "/v2/catalog/gpus"),
+            provider_id(request.gpu, self.name), cloud,
+        )
+        if unit is None:
+            raise Unsupported(f"RunPod lists no {cloud} price for {request.gpu}",
+                              provider=self.name)
+        if unit * request.gpu_count > cap:
+            raise ValidationError(
+                f"{request.gpu_count}x {request.gpu} costs ${unit * request.gpu_count:.2f}/h "
+                f"on RunPod {cloud} cloud, above max_price_per_hour={cap:g}; raise it or "
+                "pass spot=True to bid"
+            )
+
+    def _pod_created(self, body: Any) -> Compute | None:
+        return wire.compute_from_wire(body) if isinstance(body, dict) and body.get("id") else None
+
+    def _spot_created(self, body: Any) -> Compute | None:
+        rented = self._graphql_data(body).get("podRentInterruptable")
+        pod_id = rented.get("id") if isinstance(rented, dict) else None
+        return self.get_compute(str(pod_id)) if pod_id else None
+
+    def _create(
+        self, api: str, path: str, payload: dict[str, Any],
+        parse: Callable[[Any], Compute | None], name: str, marker: str, name_is_ours: bool,
+    ) -> Compute:
+        """Send a create at most ``CREATE_ATTEMPTS`` times, never twice for one pod.
+
+        Before each retry (after a transport error, a 5xx or an answer without an id)
+        the pod is looked up by name + marker; a 4xx other than 429 is final.
+        """
+        client = self.client(api)
+        last: AtlasError | None = None
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                response = client.send("POST", path, json=payload, idempotent=False)
+            except (TransportError, Timeout) as exc:
+                last = exc
+            else:
+                body = decode(response)
+                if response.is_success:
+                    created = parse(body)
+                    if created is not None:
+                        return created
+                    last = ProviderError("create answered without a pod id",
+                                         provider=self.name, raw=body)
+                else:
+                    last = client.error(response.status_code, body, response.headers)
+                    if isinstance(last, RateLimited):  # refused, so nothing was created
+                        self._sleep(min(last.retry_after or 1.0, _RATE_WAIT_MAX_S))
+                        continue
+                    if response.status_code < 500:
+                        raise last
+            found = self._find_created(name, marker, name_is_ours)
+            if found is not None:
+                return found
+            if attempt < CREATE_ATTEMPTS:
+                self._sleep(0.5 * 2 ** (attempt - 1))
+        assert last is not None
+        last.hint = f"no pod named {name!r} was created; it is safe to try again"
+        raise last
+
+    def _find_created(self, name: str, marker: str, name_is_ours: bool) -> Compute | None:
+        try:
+            body = self.client("rest").request("GET", "/v2/pods")
+        except AtlasError as exc:
+            exc.hint = (f"a create's answer was lost and the lookup failed: check "
+                        f"list_compute(name={name!r}) before spawning again")
+            raise
+        for pod in wire.pods_from_wire(body):
+            if wire.is_our_create(pod, name=name, marker=marker, name_is_ours=name_is_ours):
+                return wire.compute_from_wire(pod)
+        return None
+
+    def _action(self, compute_id: str, action: str, *, reached: tuple[str, ...]) -> Compute:
+        path = f"{self._pod_path(compute_id)}/action"
+        try:
+            body = self.client("rest").request(
+                "POST", path, json={"action": action}, idempotent=True
+            )
+        except ProviderError as exc:
+            if exc.status != 409:
+                raise
+            # A replayed action, or one already done: fine if the pod is where we wanted it.
+            current = self.get_compute(compute_id)
+            if current.status in reached:
+                return current
+            raise ProviderError(
+                f"cannot {action} pod {compute_id} while it is {current.status}",
+                provider=self.name, status=409, raw=exc.raw,
+            ) from None
+        if isinstance(body, dict) and body.get("id"):
+            return wire.compute_from_wire(body)
+        return self.get_compute(compute_id)
+
+
+def _job_ref(job: Job | str, endpoint: str | None) -> tuple[str, str]:
+    if isinstance(job, Job):
+        return job.id, endpoint or job.endpoint
+    if not endpoint:
+        raise ValidationError("endpoint missing: pass endpoint='<endpoint id>' or the Job itself")
+    return job, endpoint
+

@@ -1,0 +1,154 @@
+"""RunPod serverless jobs over the runtime API (``https://api.runpod.ai/v2/{endpoint}/...``).
+
+Sync runs use ``/runsync?wait=`` and then poll ``/status`` until the caller's deadline;
+Ctrl-C while waiting cancels the remote job before re-raising. Streams poll
+``/stream/{id}`` with backoff, unwrap ``{"output": ...}`` chunks, end on COMPLETED once
+the last chunks are drained and raise the job's error on FAILED, TIMED_OUT or CANCELLED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ..._http import HttpClient
+from ...errors import AtlasError, ProviderError, Timeout, ValidationError
+from ...models import Job, JobRequest
+from . import wire
+
+DEFAULT_SYNC_TIMEOUT_MS = 600_000
+"""A sync run without ``timeout_ms`` waits this long (RunPod's default execution timeout)."""
+RUNSYNC_WAIT_MS = (1_000, 5_000)
+"""``/runsync?wait=`` bounds. RunPod accepts 1 s..300 s; we hold at most 5 s because until
+``/runsync`` answers we have no job id, so Ctrl-C could not cancel the job. Deadlines
+under 1 s submit with ``/run``; longer ones poll ``/status`` after the first answer."""
+POLL_S = (0.05, 1.0)
+"""First and longest pause between two status or stream polls."""
+MAX_DRAIN_POLLS = 100
+"""After COMPLETED, re-poll at most this often for late chunks (guards a server that repeats)."""
+
+_ENDED = {"FAILED", "TIMED_OUT", "CANCELLED"}
+Sleep = Callable[[float], None]
+
+
+def _path(endpoint: str, op: str, job_id: str | None = None) -> str:
+    if not endpoint or not isinstance(endpoint, str):
+        raise ValidationError("endpoint missing: pass endpoint='<endpoint id>' or the Job itself")
+    if job_id is not None and (not job_id or not isinstance(job_id, str)):
+        raise ValidationError("job id must be a non-empty string")
+    tail = f"/{quote(job_id, safe='')}" if job_id is not None else ""
+    return f"/v2/{quote(endpoint, safe='')}/{op}{tail}"
+
+
+def run(client: HttpClient, request: JobRequest, *, sleep: Sleep) -> Job:
+    """Submit a job; in sync mode wait for it (``Timeout`` at ``timeout_ms``)."""
+    ep = request.endpoint
+    body = wire.job_body(request.input, request.webhook, request.policy, request.provider_opts)
+    if request.mode == "async":
+        answer = client.request("POST", _path(ep, "run"), json=body, idempotent=False)
+        return wire.job_from_wire(answer, ep)
+    timeout_ms = request.timeout_ms or DEFAULT_SYNC_TIMEOUT_MS
+    deadline = time.monotonic() + timeout_ms / 1000
+    low, high = RUNSYNC_WAIT_MS
+    try:
+        if timeout_ms >= low:
+            wait = min(timeout_ms, high)
+            answer = client.request(
+                "POST", _path(ep, "runsync"), json=body, params={"wait": wait},
+                idempotent=False, timeout=httpx.Timeout(wait / 1000 + 30.0, connect=10.0),
+            )
+        else:  # /runsync would hold the answer past the deadline
+            answer = client.request("POST", _path(ep, "run"), json=body, idempotent=False)
+    except KeyboardInterrupt as exc:
+        exc.add_note(f"RunPod had not answered with a job id yet: a job on endpoint {ep} "
+                     "may still run; see its requests in the RunPod console")
+        raise
+    job = wire.job_from_wire(answer, ep)
+    if job.done:
+        return job
+    try:
+        return _wait(client, job, deadline, timeout_ms, sleep)
+    except KeyboardInterrupt:
+        # The user gave up: don't leave a job running (and billing) behind them.
+        with contextlib.suppress(AtlasError):
+            cancel(client, job.id, ep)
+        raise
+
+
+def _wait(client: HttpClient, job: Job, deadline: float, timeout_ms: int, sleep: Sleep) -> Job:
+    delay = POLL_S[0]
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise Timeout(
+                f"job {job.id} on endpoint {job.endpoint} not finished after {timeout_ms} ms "
+                f"(status {job.status}); it keeps running",
+                provider=wire.PROVIDER, raw=job.raw,
+                hint="get_job(job) later, cancel_job(job), or pass a larger timeout_ms",
+            )
+        sleep(min(delay, remaining))
+        job = get(client, job.id, job.endpoint)
+        if job.done:
+            return job
+        delay = min(delay * 1.5, POLL_S[1])
+
+
+def get(client: HttpClient, job_id: str, endpoint: str) -> Job:
+    """``GET /status/{id}``."""
+    return wire.job_from_wire(client.request("GET", _path(endpoint, "status", job_id)),
+                              endpoint, job_id)
+
+
+def cancel(client: HttpClient, job_id: str, endpoint: str) -> Job:
+    """``POST /cancel/{id}`` (safe to repeat, so retried like a GET)."""
+    answer = client.request("POST", _path(endpoint, "cancel", job_id), idempotent=True)
+    return wire.job_from_wire(answer, endpoint, job_id)
+
+
+def stream(client: HttpClient, job_id: str, endpoint: str, *, sleep: Sleep) -> Iterator[Any]:
+    """Validate now, then yield the job's output chunks as they arrive."""
+    path = _path(endpoint, "stream", job_id)
+    return _stream(client, path, job_id, endpoint, sleep)
+
+
+def _stream(
+    client: HttpClient, path: str, job_id: str, endpoint: str, sleep: Sleep
+) -> Iterator[Any]:
+    delay = POLL_S[0]
+    drains = 0
+    while True:
+        body = client.request("GET", path)
+        data: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
+        status = str(data.get("status", "")).upper()
+        chunks = wire.stream_chunks(data.get("stream"))
+        yield from chunks
+        if status in _ENDED:
+            raise _job_error(client, data, status, job_id, endpoint)
+        if status == "COMPLETED":
+            drains += 1
+            if not chunks or drains > MAX_DRAIN_POLLS:
+                return
+            continue  # the last chunks may span several answers: drain them now
+        delay = POLL_S[0] if chunks else min(delay * 2, POLL_S[1])
+        sleep(delay)
+
+
+def _job_error(
+    client: HttpClient, data: Mapping[str, Any], status: str, job_id: str, endpoint: str
+) -> AtlasError:
+    job = wire.job_from_wire(data, endpoint, job_id)
+    if status == "FAILED" and job.error is None:
+        with contextlib.suppress(AtlasError):  # the stream answer may not carry the error
+            job = get(client, job_id, endpoint)
+    where = f"job {job_id} on endpoint {endpoint}"
+    if status == "TIMED_OUT":
+        return Timeout(f"{where} timed out", provider=wire.PROVIDER, raw=job.raw)
+    if status == "CANCELLED":
+        return ProviderError(f"{where} was cancelled", provider=wire.PROVIDER, raw=job.raw)
+    return ProviderError(f"{where} failed: {job.error or 'no error message'}",
+                         provider=wire.PROVIDER, raw=job.raw)

@@ -1,0 +1,418 @@
+"""RunPod wire translation: pure functions and status maps, no I/O.
+
+Shapes follow RunPod's REST v2 OpenAPI document (``CreatePodRequest``, ``Pod``,
+``ListGpuTypesResponse``), the GraphQL API for what v2 lacks (spot pods, spot
+prices) and the serverless runtime API (``/v2/{endpoint}/run`` ...).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from ...errors import ValidationError
+from ...gpus import GPUS, from_provider_id, provider_id
+from ...models import Compute, ComputeRequest, GpuType, Job, PortMapping
+from ..base import strip_secrets
+
+PROVIDER = "runpod"
+REQUEST_ID_ENV = "ATLAS_REQUEST_ID"
+"""Env var carrying a per-create marker, so a create whose answer was lost can be found."""
+
+DEFAULT_CPU_FLAVOR = "cpu5c"
+VOLUME_PATH = "/workspace"
+NETWORK_VOLUME_PATH = "/runpod-volume"
+MIN_PERSISTENT_GB = 10
+
+POD_STATUS: dict[str, str] = {
+    "PROVISIONING": "provisioning",
+    "STARTING": "provisioning",
+    "RUNNING": "running",
+    "EXITED": "stopped",
+    "ERROR": "failed",
+    "TERMINATED": "terminated",
+}
+"""REST v2 ``PodStatus`` -> ``Compute.status``; anything else is ``unknown``."""
+
+JOB_STATUS: dict[str, str] = {
+    "IN_QUEUE": "in_queue",
+    "IN_PROGRESS": "in_progress",
+    "RUNNING": "in_progress",
+    "COMPLETED": "completed",
+    "FAILED": "failed",
+    "CANCELLED": "cancelled",
+    "TIMED_OUT": "timed_out",
+}
+"""Serverless job status -> ``Job.status``; anything else is ``in_queue``."""
+
+_CLOUD = {"secure": "SECURE", "community": "COMMUNITY"}
+_STOCK = {"HIGH": "high", "MEDIUM": "medium", "LOW": "low", "NONE": "none"}
+
+GPU_TYPES_QUERY = (
+    "query AtlasGpuTypes { gpuTypes { id displayName memoryInGb secureSpotPrice "
+    "communitySpotPrice lowestPrice(input: {gpuCount: 1}) "
+    "{ minimumBidPrice uninterruptablePrice stockStatus } } }"
+)
+RENT_SPOT_MUTATION = (
+    "mutation AtlasRentSpot($input: PodRentInterruptableInput!) "
+    "{ podRentInterruptable(input: $input) { id } }"
+)
+
+
+# -- requests ---------------------------------------------------------------------------
+def port_specs(request: ComputeRequest) -> list[str]:
+    """``["8000/http", "22/tcp"]``; RunPod exposes only http and tcp."""
+    udp = [p.internal for p in request.ports if p.protocol == "udp"]
+    if udp:
+        raise ValidationError(f"RunPod cannot expose udp ports ({udp}); use 'http' or 'tcp'")
+    return [p.spec for p in request.ports]
+
+
+def _one_volume(request: ComputeRequest) -> None:
+    if request.network_volume_id and request.volume_gb:
+        raise ValidationError(
+            "RunPod pods take a network volume or a persistent volume, not both; "
+            "drop volume_gb or network_volume_id"
+        )
+
+
+def _mounts(request: ComputeRequest) -> dict[str, Any] | None:
+    _one_volume(request)
+    volume = request.volume_gb or 0
+    if request.network_volume_id:
+        return {"network": [{"volumeId": request.network_volume_id,
+                             "path": NETWORK_VOLUME_PATH}]}
+    if not volume:
+        return None
+    if request.gpu is None:
+        raise ValidationError("RunPod CPU pods cannot have volume_gb; use network_volume_id")
+    if volume < MIN_PERSISTENT_GB:
+        raise ValidationError(
+            f"volume_gb={volume}: RunPod persistent volumes are at least "
+            f"{MIN_PERSISTENT_GB} GB; pass volume_gb={MIN_PERSISTENT_GB} or more"
+        )
+    return {"persistent": {"size": volume, "path": VOLUME_PATH}}
+
+
+def _compute_config(request: ComputeRequest) -> dict[str, Any]:
+    if request.memory_gb is not None:
+        raise ValidationError(
+            "RunPod derives memory from the GPU type or CPU flavor; drop memory_gb"
+        )
+    if request.gpu is None:
+        vcpus = request.cpus or 2
+        if vcpus < 2 or vcpus & (vcpus - 1):
+            raise ValidationError(f"cpus={vcpus}: RunPod CPU pods take a power of two >= 2")
+        return {"cpu": {"id": DEFAULT_CPU_FLAVOR, "vcpuCount": vcpus}}
+    if request.cpus is not None:
+        raise ValidationError("RunPod GPU pods get vCPUs with the GPU type; drop cpus")
+    return {"gpu": {"id": provider_id(request.gpu, PROVIDER), "count": request.gpu_count}}
+
+
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` laid over it; nested dicts merge, everything else replaces."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def create_body(request: ComputeRequest, *, name: str, marker: str) -> dict[str, Any]:
+    """REST v2 ``CreatePodRequest`` for an on-demand pod; ``provider_opts`` merged last."""
+    body: dict[str, Any] = {"name": name}
+    if request.image:
+        body["image"] = request.image
+    body.update(_compute_config(request))
+    if request.cloud_type in _CLOUD:
+        body["cloud"] = _CLOUD[request.cloud_type]
+    if request.region_hints:
+        body["dataCenterIds"] = list(request.region_hints)
+    if request.container_disk_gb:
+        body["disk"] = request.container_disk_gb
+    mounts = _mounts(request)
+    if mounts:
+        body["mounts"] = mounts
+    if request.ports:
+        body["ports"] = port_specs(request)
+    body["env"] = {**request.env, REQUEST_ID_ENV: marker}
+    if request.template_id:
+        body["templateId"] = request.template_id
+    return deep_merge(body, request.provider_opts)
+
+
+def spot_input(
+    request: ComputeRequest, *, name: str, marker: str, bid_per_gpu: float
+) -> dict[str, Any]:
+    """GraphQL ``PodRentInterruptableInput`` for a spot pod; ``provider_opts`` merged last."""
+    if request.gpu is None:
+        raise ValidationError("RunPod spot pods need a GPU; pass gpu=... or spot=False")
+    if request.memory_gb is not None or request.cpus is not None:
+        raise ValidationError("RunPod sizes CPU and memory by GPU type; drop cpus/memory_gb")
+    _one_volume(request)
+    env = {**request.env, REQUEST_ID_ENV: marker}
+    data: dict[str, Any] = {
+        "bidPerGpu": round(bid_per_gpu, 4),
+        "gpuCount": request.gpu_count,
+        "gpuTypeId": provider_id(request.gpu, PROVIDER),
+        "name": name,
+        "cloudType": _CLOUD.get(request.cloud_type, "ALL"),
+        "ports": ",".join(port_specs(request)),
+        "env": [{"key": k, "value": v} for k, v in env.items()],
+    }
+    optional = {
+        "imageName": request.image,
+        "containerDiskInGb": request.container_disk_gb,
+        "volumeInGb": request.volume_gb or None,
+        "networkVolumeId": request.network_volume_id,
+        "dataCenterId": request.region_hints[0] if request.region_hints else None,
+        "templateId": request.template_id,
+    }
+    data.update({k: v for k, v in optional.items() if v is not None})
+    return deep_merge(data, request.provider_opts)
+
+
+def job_body(
+    input: Any, webhook: str | None, policy: Mapping[str, Any], opts: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Serverless ``/run`` and ``/runsync`` body: ``input`` plus webhook/policy when given."""
+    body: dict[str, Any] = {"input": input}
+    if webhook:
+        body["webhook"] = webhook
+    if policy:
+        body["policy"] = dict(policy)
+    return deep_merge(body, opts)
+
+
+# -- responses --------------------------------------------------------------------------
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def to_float(value: Any, default: float = 0.0) -> float:
+    """A finite float from a number or numeric string; ``default`` for anything else."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return default
+    return out if math.isfinite(out) else default
+
+
+def _opt_float(value: Any) -> float | None:
+    out = to_float(value, -1.0)
+    return out if out > 0 else None
+
+
+def _opt_int(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _datetime(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _runtime_ports(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    ports = _list(_map(pod.get("runtime")).get("ports"))
+    return [p for p in ports if isinstance(p, Mapping)]
+
+
+def _parse_spec(spec: Any) -> tuple[int, str] | None:
+    port, _, proto = spec.strip().partition("/") if isinstance(spec, str) else ("", "", "")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return int(port), ("tcp" if proto.lower() == "tcp" else "http")
+
+
+def ports_from_wire(pod_id: str, pod: Mapping[str, Any]) -> tuple[PortMapping, ...]:
+    """HTTP ports get the RunPod proxy URL; TCP ports get ``tcp://ip:public`` once running."""
+    live = {(p.get("private"), str(p.get("type", "")).lower()): p for p in _runtime_ports(pod)}
+    out = []
+    for spec in _list(pod.get("ports")):
+        parsed = _parse_spec(spec)
+        if parsed is None:
+            continue
+        port, proto = parsed
+        mapped = live.get((port, proto), {})
+        public = mapped.get("public")
+        public = public if isinstance(public, int) and 0 < public < 65536 else None
+        ip = _str(mapped.get("ip"))
+        if proto == "http":
+            url: str | None = f"https://{pod_id}-{port}.proxy.runpod.net"
+        else:  # reachable only once the pod runs and RunPod assigned a public port
+            url = f"tcp://{ip}:{public}" if ip and public else None
+        out.append(PortMapping(internal=port, external=public, protocol=proto, url=url))
+    return tuple(out)
+
+
+def gpu_from_wire(gpu: Any) -> tuple[str | None, int]:
+    """(canonical name, or RunPod's id when atlas_nb has none; count) of a pod's ``gpu``."""
+    gid = _str(_map(gpu).get("id"))
+    if gid is None:
+        return None, 0
+    count = _opt_int(_map(gpu).get("count")) or 1
+    return from_provider_id(PROVIDER, gid)[0] or gid, max(count, 1)
+
+
+def compute_from_wire(pod: Mapping[str, Any]) -> Compute:
+    """A REST v2 ``Pod`` as a ``Compute``; ``raw`` keeps the pod minus its env."""
+    pod_id = str(pod.get("id") or "")
+    gpu_type, gpu_count = gpu_from_wire(pod.get("gpu"))
+    return Compute(
+        id=pod_id,
+        provider=PROVIDER,
+        status=POD_STATUS.get(str(pod.get("status", "")).upper(), "unknown"),
+        public_ip=next(filter(None, (_str(p.get("ip")) for p in _runtime_ports(pod))), None),
+        ports=ports_from_wire(pod_id, pod),
+        gpu_type=gpu_type,
+        gpu_count=gpu_count,
+        cost_per_hour=to_float(pod.get("cost")),
+        region=_str(pod.get("dataCenterId")),
+        image=_str(pod.get("image")),
+        name=_str(pod.get("name")),
+        created_at=_datetime(pod.get("createdAt")),
+        raw=strip_secrets(pod),
+    )
+
+
+def pods_from_wire(body: Any) -> list[Mapping[str, Any]]:
+    """The pods of a ``ListPodsResponse`` (tolerating a bare list)."""
+    pods = body.get("pods") if isinstance(body, Mapping) else body
+    return [p for p in _list(pods) if isinstance(p, Mapping)]
+
+
+def is_our_create(pod: Mapping[str, Any], *, name: str, marker: str, name_is_ours: bool) -> bool:
+    """Whether ``pod`` is the one a create (name + env marker) asked for."""
+    if pod.get("name") != name or str(pod.get("status", "")).upper() == "TERMINATED":
+        return False
+    env = pod.get("env")
+    if isinstance(env, Mapping) and REQUEST_ID_ENV in env:
+        return bool(env[REQUEST_ID_ENV] == marker)
+    return name_is_ours  # no env in the answer: a generated name is unique enough
+
+
+def matches(compute: Compute, *, status: str | None, name: str | None, gpu: str | None,
+            region: str | None) -> bool:
+    """The ``list_compute`` filters; ``gpu`` is canonical, a family name matches its members."""
+    if status is not None and compute.status != status:
+        return False
+    if name is not None and not (compute.name or "").startswith(name):
+        return False
+    if region is not None and compute.region != region:
+        return False
+    if gpu is not None:
+        have = GPUS.get(compute.gpu_type or "")
+        if have is None or (have.name != gpu and not (GPUS[gpu].family == gpu == have.family)):
+            return False
+    return True
+
+
+def job_from_wire(body: Any, endpoint: str, job_id: str | None = None) -> Job:
+    """A serverless status answer as a ``Job`` (unknown statuses read as ``in_queue``)."""
+    data = _map(body)
+    error = data.get("error")
+    if error is not None and not isinstance(error, str):
+        error = json.dumps(error, default=str)
+    return Job(
+        id=str(data.get("id") or job_id or ""),
+        endpoint=endpoint,
+        provider=PROVIDER,
+        status=JOB_STATUS.get(str(data.get("status", "")).upper(), "in_queue"),
+        output=data.get("output"),
+        error=error,
+        execution_time_ms=_opt_int(data.get("executionTime")),
+        delay_time_ms=_opt_int(data.get("delayTime")),
+        raw=strip_secrets(dict(data)),
+    )
+
+
+def stream_chunks(items: Any) -> list[Any]:
+    """The payloads of a ``/stream`` answer's ``stream`` list, ``{"output": x}`` unwrapped."""
+    return [i["output"] if isinstance(i, Mapping) and "output" in i else i for i in _list(items)]
+
+
+class GraphQLFailure(Exception):
+    """A GraphQL ``errors`` answer (HTTP 200); the provider turns it into an ``AtlasError``."""
+
+    def __init__(self, message: str, raw: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.raw = raw
+
+
+def graphql_data(body: Any) -> Mapping[str, Any]:
+    """``data`` of a GraphQL answer; raises ``GraphQLFailure`` on ``errors``."""
+    errors = _map(body).get("errors")
+    if errors:
+        first = errors[0] if isinstance(errors, list) else errors
+        message = _map(first).get("message") if isinstance(first, Mapping) else first
+        raise GraphQLFailure(str(message or "GraphQL error"), strip_secrets(dict(body)))
+    return _map(_map(body).get("data"))
+
+
+def spot_bid(gpu_types: Iterable[Any], gpu_id: str) -> float | None:
+    """The catalog's lowest spot bid per GPU for RunPod GPU id ``gpu_id``."""
+    for entry in map(_map, gpu_types):
+        if entry.get("id") == gpu_id:
+            bid = _opt_float(_map(entry.get("lowestPrice")).get("minimumBidPrice"))
+            spots = (_opt_float(entry.get(k)) for k in ("communitySpotPrice", "secureSpotPrice"))
+            return bid or min((s for s in spots if s is not None), default=None)
+    return None
+
+
+def catalog_price(catalog: Any, gpu_id: str, cloud: str) -> float | None:
+    """The on-demand price per GPU of ``gpu_id`` in ``cloud`` from ``/v2/catalog/gpus``."""
+    for entry in map(_map, _list(_map(catalog).get("gpus"))):
+        if entry.get("id") == gpu_id:
+            return _opt_float(_map(entry.get("price")).get(cloud))
+    return None
+
+
+def gpu_types_from_wire(catalog: Any, spot: Iterable[Any]) -> list[GpuType]:
+    """One ``GpuType`` per GPU and cloud it is offered in: REST v2 on-demand prices,
+    GraphQL spot prices and stock."""
+    by_id = {str(s.get("id")): s for s in spot if isinstance(s, Mapping)}
+    out: list[GpuType] = []
+    for entry in map(_map, _list(_map(catalog).get("gpus"))):
+        gid = _str(entry.get("id"))
+        if gid is None:
+            continue
+        gql = _map(by_id.get(gid))
+        lowest = _map(gql.get("lowestPrice"))
+        stock = str(entry.get("availability") or lowest.get("stockStatus") or "").upper()
+        regions = tuple(str(d["id"]) for d in map(_map, _list(entry.get("dataCenters")))
+                        if d.get("id"))
+        memory = to_float(entry.get("memory", gql.get("memoryInGb")), -1.0)
+        for cloud in ("secure", "community"):
+            if not entry.get(cloud):
+                continue
+            out.append(GpuType(
+                provider=PROVIDER,
+                id=gid,
+                canonical=from_provider_id(PROVIDER, gid)[0],
+                display_name=str(entry.get("name") or gql.get("displayName") or gid),
+                memory_gb=memory if memory >= 0 else None,
+                price_per_hour=_opt_float(_map(entry.get("price")).get(cloud)),
+                spot_price_per_hour=_opt_float(gql.get(f"{cloud}SpotPrice"))
+                or _opt_float(lowest.get("minimumBidPrice")),
+                stock=_STOCK.get(stock),
+                cloud_type=cloud,
+                regions=regions,
+                raw=strip_secrets({**entry, "graphql": dict(gql)}),
+            ))
+    return out

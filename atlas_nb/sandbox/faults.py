@@ -1,0 +1,250 @@
+"""Fault injection: latency, error statuses, 429s, dropped connections, lost responses.
+
+``sb.faults(route, ...)`` adds a rule and returns it (``rule.clear()`` removes it;
+``sb.faults.clear()`` removes all). Each rule draws from its own seeded random
+stream, one draw per matching request, so the same seed and the same request
+sequence give the same faults.
+
+Route patterns use the path relative to the API mount and ``fnmatch`` globs:
+
+* ``"POST /v2/pods"``, ``"GET /v2/pods/*"`` or just ``"/v2/pods"`` (any method);
+* ``"runpod:*"`` (everything of one cloud), ``"runpod/serverless:POST /v2/*/run"``
+  (one API of a cloud), ``"*"`` (everything).
+
+Outcomes, checked in this order against one uniform draw per rule: ``drop_rate``
+(the connection closes before the request reaches the cloud), ``lost_response_rate``
+(the request is fully applied, then the connection dies before the client has its
+answer: "the create succeeded but the response was lost"), ``rate_limit_429``
+(a 429 with ``Retry-After``), then ``error_rate`` per status. ``latency_ms`` is
+added (with ``asyncio.sleep``, so other requests proceed) to every matching request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import random
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .cloud import Message, Receive, Scope
+
+__all__ = ["ConnectionAborted", "Decision", "FaultRule", "Faults", "Target", "abort_connection"]
+
+
+class ConnectionAborted(httpx.RemoteProtocolError):
+    """Raised in-process where a socket would have been closed under the client."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a request is, for route matching: ``runpod`` / ``rest`` / ``POST`` / ``/v2/pods``."""
+
+    provider: str
+    api: str
+    method: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do to one request."""
+
+    latency_s: float = 0.0
+    outcome: str | int | None = None  # "drop", "lost", or an HTTP status
+    retry_after_s: int = 1
+
+
+def _parse_route(route: str) -> tuple[str, str, str]:
+    """``(scope glob over "provider/api", method glob, path glob)``."""
+    route = route.strip()
+    scope, sep, rest = route.partition(":")
+    if not sep or " " in scope or scope.startswith("/"):
+        scope, rest = "*", route
+    if "/" not in scope:
+        scope = f"{scope}/*"
+    rest = rest.strip() or "*"
+    if " " in rest:
+        method, path = rest.split(None, 1)
+    elif rest.startswith("/"):
+        method, path = "*", rest
+    else:
+        method, path = "*", rest
+    return scope, method.upper(), path.strip()
+
+
+class FaultRule:
+    """One injected fault (returned by ``sb.faults(...)``); ``clear()`` removes it.
+
+    ``injected`` counts what it did (``{"drop": 2, 500: 1, ...}``); ``matched``
+    counts the requests it saw. ``count`` limits how many requests it applies to.
+    """
+
+    def __init__(
+        self,
+        owner: Faults,
+        route: str = "*",
+        *,
+        latency_ms: float = 0.0,
+        error_rate: Mapping[int, float] | None = None,
+        rate_limit_429: float = 0.0,
+        retry_after_s: int = 1,
+        drop_rate: float = 0.0,
+        lost_response_rate: float = 0.0,
+        seed: int | str | None = None,
+        count: int | None = None,
+    ) -> None:
+        errors = dict(error_rate or {})
+        for status in errors:
+            if not 400 <= int(status) <= 599:
+                raise ValueError(f"error_rate keys are HTTP error statuses, not {status!r}")
+        rates = [drop_rate, lost_response_rate, rate_limit_429, *errors.values()]
+        if any(r < 0 for r in rates) or sum(rates) > 1.0 + 1e-9:
+            raise ValueError("fault rates must be >= 0 and add up to at most 1.0")
+        if latency_ms < 0 or retry_after_s < 0:
+            raise ValueError("latency_ms and retry_after_s must be >= 0")
+        self.route = route
+        self.latency_ms = float(latency_ms)
+        self.retry_after_s = int(retry_after_s)
+        self.count = count
+        self.matched = 0
+        self.injected: Counter[str | int] = Counter()
+        self._scope, self._method, self._path = _parse_route(route)
+        self._ladder: list[tuple[float, str | int]] = []
+        edge = 0.0
+        steps: list[tuple[str | int, float]] = [
+            ("drop", drop_rate),
+            ("lost", lost_response_rate),
+            (429, rate_limit_429),
+            *sorted((int(s), r) for s, r in errors.items()),
+        ]
+        for outcome, rate in steps:
+            if rate > 0:
+                edge += rate
+                self._ladder.append((edge, outcome))
+        self._rng = random.Random(seed)
+        self._owner = owner
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"FaultRule({self.route!r}, matched={self.matched}, injected={dict(self.injected)})"
+
+    def matches(self, target: Target) -> bool:
+        """Whether this rule applies to ``target``."""
+        return (
+            fnmatch.fnmatchcase(f"{target.provider}/{target.api}", self._scope)
+            and fnmatch.fnmatchcase(target.method.upper(), self._method)
+            and fnmatch.fnmatchcase(target.path, self._path)
+        )
+
+    def draw(self) -> str | int | None:
+        """Consume one draw; the outcome for this request (``None``: pass it through)."""
+        with self._lock:
+            if self.count is not None and self.matched >= self.count:
+                return None
+            self.matched += 1
+            u = self._rng.random()
+            outcome: str | int | None = None
+            for edge, candidate in self._ladder:
+                if u < edge:
+                    outcome = candidate
+                    break
+            if outcome is not None:
+                self.injected[outcome] += 1
+            return outcome
+
+    @property
+    def exhausted(self) -> bool:
+        """True once ``count`` requests have been seen."""
+        return self.count is not None and self.matched >= self.count
+
+    def clear(self) -> None:
+        """Remove this rule."""
+        self._owner.remove(self)
+
+
+class Faults:
+    """The sandbox's fault injector (``sb.faults``). Call it to add a rule."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self._seed = seed
+        self._rules: list[FaultRule] = []
+        self._lock = threading.Lock()
+        self._made = 0
+
+    def __call__(self, route: str = "*", **kwargs: Any) -> FaultRule:
+        """Add a rule (see the module docstring for the options) and return it."""
+        with self._lock:
+            self._made += 1
+            if kwargs.get("seed") is None:
+                # Still deterministic without an explicit seed: derived from the sandbox seed.
+                kwargs["seed"] = f"{self._seed}:{self._made}:{route}"
+            rule = FaultRule(self, route, **kwargs)
+            self._rules.append(rule)
+        return rule
+
+    @property
+    def rules(self) -> list[FaultRule]:
+        """The active rules, oldest first."""
+        with self._lock:
+            return list(self._rules)
+
+    def remove(self, rule: FaultRule) -> None:
+        """Remove one rule (no error if it is already gone)."""
+        with self._lock:
+            if rule in self._rules:
+                self._rules.remove(rule)
+
+    def clear(self) -> None:
+        """Remove every rule."""
+        with self._lock:
+            self._rules.clear()
+
+    def decide(self, target: Target) -> Decision:
+        """Latency adds up over matching rules; the first rule with an outcome wins."""
+        latency = 0.0
+        outcome: str | int | None = None
+        retry_after = 1
+        for rule in self.rules:
+            if not rule.matches(target) or rule.exhausted:
+                continue
+            latency += rule.latency_ms / 1000.0
+            drawn = rule.draw()  # every matching rule draws, so each sequence is stable
+            if outcome is None and drawn is not None:
+                outcome, retry_after = drawn, rule.retry_after_s
+        return Decision(latency, outcome, retry_after)
+
+
+def _transport_of(send: Any) -> Any:
+    """The asyncio transport behind uvicorn's ``send`` (its request cycle keeps one)."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    return transport if hasattr(transport, "abort") else None
+
+
+async def abort_connection(
+    scope: Scope, receive: Receive, raw_send: Any, partial: list[Message] | None = None
+) -> None:
+    """Close the client's connection without a (complete) response.
+
+    Over a socket served by uvicorn this aborts the TCP connection, optionally
+    after writing ``partial`` (a response start and part of its body), then waits
+    for the disconnect so the server does not try to answer. In-process (no
+    socket) it raises ``ConnectionAborted``, an ``httpx.RemoteProtocolError``.
+    """
+    transport = _transport_of(raw_send)
+    if transport is None:
+        raise ConnectionAborted("sandbox: connection closed without a response")
+    for message in partial or []:
+        await raw_send(message)
+    transport.abort()
+    try:
+        async with asyncio.timeout(2.0):
+            while (await receive())["type"] != "http.disconnect":
+                pass
+    except TimeoutError:
+        pass

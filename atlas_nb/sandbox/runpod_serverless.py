@@ -1,0 +1,480 @@
+"""RunPod's serverless runtime (``S/runpod/serverless/v2/{endpoint_id}/...``).
+
+No spec exists; this follows RunPod's docs (operation reference, job states) and
+runpod-python's client (``providers.md`` §1.4). Handlers are plain Python
+callables run in worker threads, never on the event loop, so the server stays
+responsive. A handler gets ``{"id", "input", "cancelled"}`` (``cancelled`` is a
+``threading.Event`` it may watch) and returns the output, raises (the job
+FAILS with ``error`` = the message), or is a generator whose items come out of
+``/stream`` as ``{"output": chunk}`` (the job's output is then the list of chunks).
+
+Endpoints made by default: ``echo`` (``{"echo": input}``), ``stream`` (yields
+the words of ``input.text``), ``fail`` (raises ``input.message``) and ``slow``
+(waits ``input.seconds``, default 5, unless cancelled).
+
+Sandbox leniencies, documented: ``policy.executionTimeout`` and ``?wait=`` accept
+any non-negative number of ms (RunPod's floors are 5 s and 1 s) so tests stay fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .cloud import ASGIApp, BadBody, CloudContext, bearer_token, json_response, read_json
+
+__all__ = ["FINAL", "Handler", "ServerlessRuntime", "build_serverless_app"]
+
+Handler = Callable[[dict[str, Any]], Any]
+FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+RUN_LIMIT, RUNSYNC_LIMIT = 10 * 1024 * 1024, 20 * 1024 * 1024
+
+
+def echo(job: dict[str, Any]) -> Any:
+    """Returns ``{"echo": input}``."""
+    return {"echo": job["input"]}
+
+
+def stream(job: dict[str, Any]) -> Iterator[str]:
+    """Yields the words of ``input.text``, ``input.delay_s`` (default 0.02 s) apart."""
+    inp = job["input"] if isinstance(job["input"], dict) else {}
+    delay = float(inp.get("delay_s", 0.02))
+    for word in str(inp.get("text", "the quick brown fox jumps over the lazy dog")).split():
+        if job["cancelled"].wait(delay):
+            return
+        yield word
+
+
+def fail(job: dict[str, Any]) -> Any:
+    """Always raises: the job ends FAILED with ``input.message`` as its error."""
+    inp = job["input"] if isinstance(job["input"], dict) else {}
+    raise RuntimeError(str(inp.get("message", "handler failed on purpose")))
+
+
+def slow(job: dict[str, Any]) -> Any:
+    """Waits ``input.seconds`` (default 5) unless cancelled; for timeout and cancel tests."""
+    inp = job["input"] if isinstance(job["input"], dict) else {}
+    seconds = float(inp.get("seconds", 5))
+    job["cancelled"].wait(seconds)
+    return {"slept": seconds}
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+@dataclass
+class Job:
+    """One serverless job."""
+
+    id: str
+    input: Any
+    created_at: float
+    timeout_s: float | None
+    webhook: str | None = None
+    status: str = "IN_QUEUE"
+    started_at: float | None = None
+    finished_at: float | None = None
+    output: Any = None
+    error: str | None = None
+    chunks: list[Any] = field(default_factory=list)
+    delivered: int = 0
+    generator: bool = False
+    attempt: int = 0
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(
+        default_factory=list
+    )
+
+
+@dataclass
+class Endpoint:
+    """A serverless endpoint: a handler, worker threads and a queue."""
+
+    id: str
+    handler: Handler
+    workers: int = 1
+    exec_delay_s: float = 0.0
+    queue: deque[Job] = field(default_factory=deque)
+    jobs: dict[str, Job] = field(default_factory=dict)
+    threads: list[threading.Thread] = field(default_factory=list)
+    busy: int = 0
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+
+
+class ServerlessRuntime:
+    """All endpoints of one RunPod cloud, their jobs and worker threads."""
+
+    def __init__(self, ctx: CloudContext) -> None:
+        self.ctx = ctx
+        self.endpoints: dict[str, Endpoint] = {}
+        self._cond = threading.Condition()
+        self._rng = ctx.rng("runpod-jobs")
+        self.stream_wait_s = float(ctx.options.get("stream_wait_s", 0.5))
+        workers = int(ctx.options.get("workers", 1))
+        delay = float(ctx.options.get("exec_delay_s", 0.0))
+        for name, handler in (("echo", echo), ("stream", stream), ("fail", fail), ("slow", slow)):
+            self.add_endpoint(name, handler, workers=workers, exec_delay_s=delay)
+
+    def add_endpoint(
+        self, endpoint_id: str, handler: Handler, *, workers: int = 1, exec_delay_s: float = 0.0
+    ) -> Endpoint:
+        """Register (or reconfigure) an endpoint whose jobs run ``handler``."""
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        with self._cond:
+            ep = self.endpoints.get(endpoint_id)
+            if ep is None:
+                ep = self.endpoints[endpoint_id] = Endpoint(endpoint_id, handler)
+            ep.handler, ep.workers, ep.exec_delay_s = handler, workers, exec_delay_s
+            return ep
+
+    def job(self, endpoint_id: str, job_id: str) -> Job | None:
+        """A job by id (refreshed for timeouts), or ``None``."""
+        with self._cond:
+            ep = self.endpoints.get(endpoint_id)
+            job = ep.jobs.get(job_id) if ep else None
+            if job is not None and ep is not None:
+                self._refresh(ep, job)
+            return job
+
+    def _notify(self, job: Job) -> None:
+        for loop, fut in job.waiters:
+            with contextlib.suppress(RuntimeError):  # that waiter's loop may be closed already
+                loop.call_soon_threadsafe(_wake, fut)
+        job.waiters.clear()
+
+    def _refresh(self, ep: Endpoint, job: Job) -> None:
+        """Apply ``executionTimeout`` lazily: a running job past its deadline is TIMED_OUT."""
+        if job.status != "IN_PROGRESS" or job.timeout_s is None or job.started_at is None:
+            return
+        if self.ctx.clock.time() - job.started_at >= job.timeout_s:
+            job.status, job.error = (
+                "TIMED_OUT",
+                f"job exceeded executionTimeout of {job.timeout_s * 1000:.0f} ms",
+            )
+            job.finished_at = job.started_at + job.timeout_s
+            job.cancelled.set()
+            ep.failed += 1
+            self._notify(job)
+
+    def submit(self, endpoint_id: str, payload: Any, timeout_s: float | None, *, sync: bool) -> Job:
+        """Queue a job (starting the endpoint's workers on first use)."""
+        ident = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        with self._cond:
+            ep = self.endpoints[endpoint_id]
+            job = Job(
+                f"sync-{ident}-u1" if sync else f"{ident}-u1",
+                payload,
+                self.ctx.clock.time(),
+                timeout_s,
+            )
+            ep.jobs[job.id] = job
+            ep.queue.append(job)
+            while len(ep.threads) < ep.workers:
+                t = threading.Thread(
+                    target=self._work,
+                    args=(ep,),
+                    daemon=True,
+                    name=f"atlas-sandbox-runpod-{ep.id}-{len(ep.threads)}",
+                )
+                ep.threads.append(t)
+                t.start()
+            self._cond.notify_all()
+        return job
+
+    def _work(self, ep: Endpoint) -> None:
+        while True:
+            with self._cond:
+                while not ep.queue and not self.ctx.closing.is_set():
+                    self._cond.wait()
+                if self.ctx.closing.is_set():
+                    return
+                job = ep.queue.popleft()
+                if job.status != "IN_QUEUE":
+                    continue
+                job.status, job.started_at = "IN_PROGRESS", self.ctx.clock.time()
+                job.attempt += 1
+                attempt, ep.busy = job.attempt, ep.busy + 1
+                self._notify(job)
+            output, error = self._run(ep, job)
+            with self._cond:
+                ep.busy -= 1
+                self._refresh(ep, job)
+                if job.attempt != attempt or job.status != "IN_PROGRESS":
+                    continue  # cancelled, timed out or retried meanwhile: the result is dropped
+                job.finished_at = self.ctx.clock.time()
+                if error is None:
+                    job.status, job.output = "COMPLETED", output
+                    ep.completed += 1
+                else:
+                    job.status, job.error = "FAILED", error
+                    ep.failed += 1
+                self._notify(job)
+
+    def _run(self, ep: Endpoint, job: Job) -> tuple[Any, str | None]:
+        if ep.exec_delay_s and job.cancelled.wait(ep.exec_delay_s):
+            return None, None
+        try:
+            result = ep.handler({"id": job.id, "input": job.input, "cancelled": job.cancelled})
+            if not inspect.isgenerator(result):
+                return result, None
+            job.generator = True
+            chunks = []
+            for chunk in result:
+                chunks.append(chunk)
+                with self._cond:
+                    job.chunks.append(chunk)
+                    self._notify(job)
+                if job.cancelled.is_set():
+                    result.close()
+                    break
+            return chunks, None
+        except Exception as exc:  # the handler's failure is the job's, never the worker's
+            return None, str(exc) or type(exc).__name__
+
+    async def wait(
+        self, endpoint_id: str, job: Job, timeout_s: float, until: Callable[[Job], bool]
+    ) -> None:
+        """Wait (without blocking the loop) until ``until(job)`` or ``timeout_s`` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        ep = self.endpoints[endpoint_id]
+        while not self.ctx.closing.is_set():
+            fut: asyncio.Future[None] = loop.create_future()
+            with self._cond:
+                self._refresh(ep, job)
+                if until(job):
+                    return
+                job.waiters.append((loop, fut))
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            if (
+                job.status == "IN_PROGRESS"
+                and job.timeout_s is not None
+                and job.started_at is not None
+            ):
+                # Wake at the execution deadline so a timeout is seen without polling.
+                due = job.started_at + job.timeout_s - self.ctx.clock.time()
+                remaining = min(remaining, max(due, 0.0) + 0.005)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fut, remaining)
+
+    def cancel(self, ep: Endpoint, job: Job) -> None:
+        """Cancel a job that has not finished."""
+        with self._cond:
+            self._refresh(ep, job)
+            if job.status in FINAL:
+                return
+            job.status, job.finished_at = "CANCELLED", self.ctx.clock.time()
+            job.cancelled.set()
+            self._notify(job)
+
+    def retry(self, ep: Endpoint, job: Job) -> bool:
+        """Re-queue a FAILED or TIMED_OUT job under the same id; False otherwise."""
+        with self._cond:
+            self._refresh(ep, job)
+            if job.status not in {"FAILED", "TIMED_OUT"}:
+                return False
+            job.status, job.started_at, job.finished_at = "IN_QUEUE", None, None
+            job.output = job.error = None
+            job.chunks, job.delivered, job.cancelled = [], 0, threading.Event()
+            ep.retried += 1
+            ep.queue.append(job)
+            self._cond.notify_all()
+            self._notify(job)
+            return True
+
+    def purge(self, ep: Endpoint) -> int:
+        """Cancel every queued job; how many there were."""
+        with self._cond:
+            queued = [j for j in ep.queue if j.status == "IN_QUEUE"]
+            for job in queued:
+                job.status, job.finished_at = "CANCELLED", self.ctx.clock.time()
+                self._notify(job)
+            ep.queue.clear()
+            return len(queued)
+
+    def health(self, ep: Endpoint) -> dict[str, Any]:
+        """The ``/health`` body."""
+        with self._cond:
+            for job in ep.jobs.values():
+                self._refresh(ep, job)
+            in_queue = sum(1 for j in ep.jobs.values() if j.status == "IN_QUEUE")
+            running = sum(1 for j in ep.jobs.values() if j.status == "IN_PROGRESS")
+            return {
+                "jobs": {
+                    "completed": ep.completed,
+                    "failed": ep.failed,
+                    "inProgress": running,
+                    "inQueue": in_queue,
+                    "retried": ep.retried,
+                },
+                "workers": {
+                    "idle": ep.workers - ep.busy,
+                    "running": ep.busy,
+                    "ready": ep.workers - ep.busy,
+                    "initializing": 0,
+                    "throttled": 0,
+                    "unhealthy": 0,
+                },
+            }
+
+    def body(self, job: Job) -> dict[str, Any]:
+        """The ``/status`` (and ``/runsync``) body of a job."""
+        with self._cond:
+            out: dict[str, Any] = {"id": job.id, "status": job.status}
+            if job.started_at is not None:
+                out["delayTime"] = round((job.started_at - job.created_at) * 1000)
+            if job.finished_at is not None and job.started_at is not None:
+                out["executionTime"] = round((job.finished_at - job.started_at) * 1000)
+            if job.status == "COMPLETED":
+                out["output"] = job.output
+            if job.error is not None:
+                out["error"] = job.error
+            return out
+
+    def take_stream(self, job: Job) -> dict[str, Any]:
+        """The ``/stream`` body: chunks not yet delivered, as ``{"output": chunk}`` items."""
+        with self._cond:
+            fresh = job.chunks[job.delivered :]
+            job.delivered += len(fresh)
+            items = [{"output": c} for c in fresh]
+            if job.status == "COMPLETED" and not job.generator and job.delivered == 0:
+                items, job.delivered = [{"output": job.output}], 1  # a plain handler: one chunk
+            out: dict[str, Any] = {"status": job.status, "stream": items}
+            if job.error is not None:
+                out["error"] = job.error
+            return out
+
+    def close(self) -> None:
+        """Stop the workers (cancelling running jobs) and wake every waiter."""
+        with self._cond:
+            for ep in self.endpoints.values():
+                for job in ep.jobs.values():
+                    job.cancelled.set()
+                    self._notify(job)
+            self._cond.notify_all()
+        for ep in list(self.endpoints.values()):
+            for t in ep.threads:
+                t.join(timeout=5)
+
+
+def build_serverless_app(rt: ServerlessRuntime, key: str) -> ASGIApp:
+    """The queue API: run, runsync, status, stream, cancel, retry, health, purge-queue."""
+
+    def guard(request: Request) -> Endpoint:
+        if bearer_token(request, bare_ok=True) != key:  # RunPod's docs also send the bare key
+            raise HTTPException(401, "Unauthorized")
+        ep = rt.endpoints.get(request.path_params["endpoint"])
+        if ep is None:
+            raise HTTPException(404, f"endpoint {request.path_params['endpoint']} not found")
+        return ep
+
+    def job_of(request: Request, ep: Endpoint) -> Any:
+        job = rt.job(ep.id, request.path_params["job"])
+        if job is None:
+            raise HTTPException(404, f"job {request.path_params['job']} not found")
+        return job
+
+    async def submit(request: Request, *, sync: bool) -> tuple[Endpoint, Job]:
+        ep = guard(request)
+        limit = RUNSYNC_LIMIT if sync else RUN_LIMIT
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise HTTPException(413, f"request body exceeds {limit // (1024 * 1024)} MB")
+        body = await read_json(request)
+        if not isinstance(body, dict) or "input" not in body:
+            raise HTTPException(400, "body must be a JSON object with an 'input' key")
+        policy = body.get("policy") or {}
+        timeout_ms = policy.get("executionTimeout", 600_000) if isinstance(policy, dict) else None
+        if (
+            not isinstance(timeout_ms, int | float)
+            or isinstance(timeout_ms, bool)
+            or timeout_ms < 0
+        ):
+            raise HTTPException(400, "policy.executionTimeout must be a number of milliseconds")
+        return ep, rt.submit(ep.id, body["input"], timeout_ms / 1000, sync=sync)
+
+    async def run(request: Request) -> Response:
+        _ep, job = await submit(request, sync=False)
+        return json_response({"id": job.id, "status": "IN_QUEUE"})
+
+    async def runsync(request: Request) -> Response:
+        wait_text = request.query_params.get("wait", "90000")
+        if not wait_text.isdigit():
+            raise HTTPException(400, "wait must be a whole number of milliseconds")
+        ep, job = await submit(request, sync=True)
+        await rt.wait(ep.id, job, min(int(wait_text), 300_000) / 1000, lambda j: j.status in FINAL)
+        return json_response(rt.body(job))
+
+    async def status(request: Request) -> Response:
+        ep = guard(request)
+        return json_response(rt.body(job_of(request, ep)))
+
+    async def stream_(request: Request) -> Response:
+        ep = guard(request)
+        job = job_of(request, ep)
+        await rt.wait(
+            ep.id, job, rt.stream_wait_s, lambda j: len(j.chunks) > j.delivered or j.status in FINAL
+        )
+        return json_response(rt.take_stream(job))
+
+    async def cancel(request: Request) -> Response:
+        ep = guard(request)
+        job = job_of(request, ep)
+        rt.cancel(ep, job)
+        return json_response({"id": job.id, "status": job.status})
+
+    async def retry(request: Request) -> Response:
+        ep = guard(request)
+        job = job_of(request, ep)
+        if not rt.retry(ep, job):
+            raise HTTPException(
+                400, f"job {job.id} is {job.status}; only FAILED or TIMED_OUT jobs can be retried"
+            )
+        return json_response({"id": job.id, "status": "IN_QUEUE"})
+
+    async def health(request: Request) -> Response:
+        return json_response(rt.health(guard(request)))
+
+    async def purge(request: Request) -> Response:
+        return json_response({"removed": rt.purge(guard(request)), "status": "completed"})
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return json_response({"error": exc.detail}, exc.status_code, exc.headers)
+
+    async def on_bad_body(request: Request, exc: Exception) -> Response:
+        return json_response({"error": str(exc)}, 400)
+
+    base = "/v2/{endpoint}"
+    return Starlette(
+        routes=[
+            Route(f"{base}/run", run, methods=["POST"]),
+            Route(f"{base}/runsync", runsync, methods=["POST"]),
+            Route(f"{base}/status/{{job}}", status, methods=["GET", "POST"]),
+            Route(f"{base}/stream/{{job}}", stream_, methods=["GET", "POST"]),
+            Route(f"{base}/cancel/{{job}}", cancel, methods=["POST"]),
+            Route(f"{base}/retry/{{job}}", retry, methods=["POST"]),
+            Route(f"{base}/health", health, methods=["GET"]),
+            Route(f"{base}/purge-queue", purge, methods=["POST"]),
+        ],
+        exception_handlers={HTTPException: on_http, BadBody: on_bad_body},
+    )
