@@ -11,6 +11,7 @@ is never replayed; its caller must look the resource up before trying again.
 
 from __future__ import annotations
 
+import atexit
 import json as jsonlib
 import logging
 import random
@@ -20,6 +21,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from http.cookiejar import CookieJar
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -84,26 +86,48 @@ def client_for(http: HttpOption = None) -> httpx.Client:
     with _shared_lock:
         if http is None:
             if _shared is None or _shared.is_closed:
-                _shared = httpx.Client(timeout=DEFAULT_TIMEOUT, limits=DEFAULT_LIMITS)
+                _shared = _closed_at_exit(httpx.Client(
+                    timeout=DEFAULT_TIMEOUT, limits=DEFAULT_LIMITS, cookies=_NoCookies()))
             return _shared
         if isinstance(http, httpx.BaseTransport):
             client = _by_transport.get(http)
             if client is None:
-                client = httpx.Client(transport=http, timeout=DEFAULT_TIMEOUT)
+                client = httpx.Client(transport=http, timeout=DEFAULT_TIMEOUT,
+                                      cookies=_NoCookies())
                 _by_transport[http] = client
             return client
         if isinstance(http, Mapping):
             key = jsonlib.dumps(dict(http), sort_keys=True, default=repr)
             client = _by_options.get(key)
             if client is None:
-                opts = {"timeout": DEFAULT_TIMEOUT, "limits": DEFAULT_LIMITS, **http}
-                client = httpx.Client(**opts)
+                opts = {"timeout": DEFAULT_TIMEOUT, "limits": DEFAULT_LIMITS,
+                        "cookies": _NoCookies(), **http}
+                client = _closed_at_exit(httpx.Client(**opts))
                 _by_options[key] = client
             return client
     raise ValidationError(
         f"http= must be an httpx.Client, an httpx transport or a dict of httpx.Client options, "
         f"not {type(http).__name__}"
     )
+
+
+class _NoCookies(CookieJar):
+    """A jar that keeps nothing, for the clients built here: every provider API is
+    token-authenticated, and stdlib cookie parsing costs more per request than the rest
+    of a call's local work. Pass ``http={"cookies": ...}`` to keep cookies."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def add_cookie_header(self, request: Any) -> None:
+        return None
+
+
+def _closed_at_exit(client: httpx.Client) -> httpx.Client:
+    # Pooled keep-alive sockets would otherwise be garbage-collected open at interpreter
+    # exit, each a ResourceWarning (e.g. after a sandbox that served them has stopped).
+    atexit.register(client.close)
+    return client
 
 
 class _RedactUrls(logging.Filter):
@@ -285,7 +309,7 @@ class HttpClient:
                 raise kind(
                     f"{method} {redact_url(url)} failed: {msg}", provider=self.provider
                 ) from None
-            self._emit(method, str(response.url), response.status_code, started, attempt, None)
+            self._emit(method, response.url, response.status_code, started, attempt, None)
             status = response.status_code
             if status in _RETRY_STATUSES and attempt < policy.attempts:
                 wait = policy.delay(attempt, parse_retry_after(response.headers.get("retry-after")))
@@ -295,16 +319,18 @@ class HttpClient:
             return response
 
     def _emit(
-        self, method: str, url: str, status: int | None, started: float, attempt: int,
-        error: str | None,
+        self, method: str, url: str | httpx.URL, status: int | None, started: float,
+        attempt: int, error: str | None,
     ) -> None:
+        if not telemetry.enabled("http.request"):  # keep the hot path free of redaction work
+            return
         telemetry.emit(
             "http.request",
             {
                 "provider": self.provider,
                 "api": self.api,
                 "method": method,
-                "url": redact_text(redact_url(url), self._secrets),
+                "url": redact_text(redact_url(str(url)), self._secrets),
                 "status": status,
                 "duration_ms": (time.perf_counter() - started) * 1000.0,
                 "attempt": attempt,

@@ -6,6 +6,7 @@ in ``COMMANDS``; the function it points at takes the parsed args and returns the
 exit code.
 
     atlas-nb sandbox [--port N] [--host 127.0.0.1]    run the emulated clouds in the foreground
+    atlas-nb reap [--dry-run] [--provider P]          terminate what dead sessions left behind
 """
 
 from __future__ import annotations
@@ -106,7 +107,14 @@ def _add_sandbox(subparsers: Subparsers) -> None:
     p.set_defaults(func=_cmd_sandbox)
 
 
-COMMANDS: list[Callable[[Subparsers], None]] = [_add_sandbox]
+def _add_reap(subparsers: Subparsers) -> None:
+    """``atlas-nb reap [--dry-run] [--provider P]``: see ``atlas_nb.orchestrator.reap_cli``."""
+    from .orchestrator.reap_cli import add_parser
+
+    add_parser(subparsers)
+
+
+COMMANDS: list[Callable[[Subparsers], None]] = [_add_sandbox, _add_reap]
 """Registrars, one per sub-command, in help order."""
 
 

@@ -328,3 +328,29 @@ class GpuType(_Model):
     cloud_type: str = "any"
     regions: tuple[str, ...] = ()
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+
+class LogEntry(_Model):
+    """One line of a Fly app's logs (``atlas_nb.fly.subscribe_logs`` / ``tail_logs``).
+
+    ``id`` is the line's unique id (streams deduplicate on it); ``raw`` holds the
+    wire ``attributes`` (``meta`` included) as Fly sent them.
+    """
+
+    timestamp: datetime
+    message: str
+    level: str = "info"
+    region: str | None = None
+    instance: str | None = None
+    app: str = ""
+    id: str = ""
+    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    def __str__(self) -> str:
+        # The shape `fly logs` prints: time, app[instance] region [level] message.
+        when = self.timestamp.isoformat().replace("+00:00", "Z")
+        return (f"{when} {self.app}[{self.instance or '-'}] {self.region or '-'} "
+                f"[{self.level}] {self.message}")
+
+
+__all__.append("LogEntry")

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Handler", "attach", "detach", "emit", "handlers"]
+__all__ = ["Handler", "attach", "detach", "emit", "enabled", "handlers"]
 
 Handler = Callable[[str, Mapping[str, Any]], None]
 _log = logging.getLogger("atlas_nb.telemetry")
@@ -44,8 +44,18 @@ def handlers() -> dict[str, str]:
         return {hid: ev for hid, (ev, _) in _handlers.items()}
 
 
+def enabled(event: str) -> bool:
+    """Whether any handler listens to ``event``: callers skip building an unwanted payload."""
+    if not _handlers:  # the common case, checked without the lock (a dict read is atomic)
+        return False
+    with _lock:
+        return any(ev in (event, "*") for ev, _ in _handlers.values())
+
+
 def emit(event: str, data: Mapping[str, Any]) -> None:
     """Send an event to every matching handler. A raising handler is logged, never propagated."""
+    if not _handlers:
+        return
     with _lock:
         targets = [fn for ev, fn in _handlers.values() if ev in (event, "*")]
     for fn in targets:

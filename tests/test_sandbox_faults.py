@@ -21,7 +21,9 @@ POD = {"name": "faulty", "image": "i", "gpu": {"id": "NVIDIA L4"}}
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Sandbox]:
-    with Sandbox(validate=True, provision_delay_s=0, start_delay_s=0, attach=False) as sb:
+    with Sandbox(
+        clouds=["runpod"], validate=True, provision_delay_s=0, start_delay_s=0, attach=False
+    ) as sb:
         yield sb
 
 
@@ -125,12 +127,26 @@ def test_rule_draws_are_deterministic_without_a_server() -> None:
         ("POST /v2/pods", {"rest POST /v2/pods"}),
         ("/v2/pods", {"rest POST /v2/pods", "rest GET /v2/pods"}),
         ("GET /v2/pods/*", {"rest GET /v2/pods/abc"}),
-        ("runpod:*", {"rest POST /v2/pods", "rest GET /v2/pods", "rest GET /v2/pods/abc",
-                      "serverless POST /v2/echo/run"}),
+        (
+            "runpod:*",
+            {
+                "rest POST /v2/pods",
+                "rest GET /v2/pods",
+                "rest GET /v2/pods/abc",
+                "serverless POST /v2/echo/run",
+            },
+        ),
         ("runpod/serverless:POST /v2/*/run", {"serverless POST /v2/echo/run"}),
         ("lambda_labs:*", set()),
-        ("*", {"rest POST /v2/pods", "rest GET /v2/pods", "rest GET /v2/pods/abc",
-               "serverless POST /v2/echo/run"}),
+        (
+            "*",
+            {
+                "rest POST /v2/pods",
+                "rest GET /v2/pods",
+                "rest GET /v2/pods/abc",
+                "serverless POST /v2/echo/run",
+            },
+        ),
     ],
 )
 def test_route_patterns(route: str, hits: set[str]) -> None:

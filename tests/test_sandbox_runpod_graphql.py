@@ -19,7 +19,14 @@ RTX4090 = "NVIDIA GeForce RTX 4090"
 
 @pytest.fixture(scope="module")
 def box() -> Iterator[Sandbox]:
-    with Sandbox(start_server=False, validate=True, provision_delay_s=0, start_delay_s=0, attach=False) as sb:
+    with Sandbox(
+        clouds=["runpod"],
+        start_server=False,
+        validate=True,
+        provision_delay_s=0,
+        start_delay_s=0,
+        attach=False,
+    ) as sb:
         yield sb
 
 
@@ -44,7 +51,9 @@ def gql(http: httpx.Client, query: str, variables: dict[str, Any] | None = None)
 
 SPOT = """
 mutation Spot($input: PodRentInterruptableInput!) {
-  podRentInterruptable(input: $input) { id name desiredStatus costPerHr imageName machineId podType }
+  podRentInterruptable(input: $input) {
+    id name desiredStatus costPerHr imageName machineId podType
+  }
 }
 """
 
@@ -80,7 +89,8 @@ def test_gpu_types_carry_on_demand_and_spot_prices(http: httpx.Client) -> None:
         http,
         "{ gpuTypes { id memoryInGb secureCloud communityCloud securePrice communityPrice "
         "secureSpotPrice communitySpotPrice maxGpuCount "
-        "community: lowestPrice(input: {gpuCount: 2, secureCloud: false}) { uninterruptablePrice minimumBidPrice } "
+        "community: lowestPrice(input: {gpuCount: 2, secureCloud: false}) "
+        "{ uninterruptablePrice minimumBidPrice } "
         "any: lowestPrice(input: {gpuCount: 1}) { uninterruptablePrice stockStatus } } }",
     )
     types = {t["id"]: t for t in body["data"]["gpuTypes"]}
@@ -127,17 +137,35 @@ def test_spot_pod_is_a_pod_of_the_shared_store(sb: Sandbox, http: httpx.Client) 
     assert sb.violations == []
 
 
-def test_bid_below_minimum_and_no_capacity_are_graphql_errors(sb: Sandbox, http: httpx.Client) -> None:
+def test_bid_below_minimum_and_no_capacity_are_graphql_errors(
+    sb: Sandbox, http: httpx.Client
+) -> None:
     low = gql(http, SPOT, {"input": {"bidPerGpu": 0.01, "gpuTypeId": RTX4090, "imageName": "i"}})
     assert low["data"] == {"podRentInterruptable": None}
     assert "below the minimum bid price of $0.200" in low["errors"][0]["message"]
-    unknown = gql(http, SPOT, {"input": {"bidPerGpu": 9, "gpuTypeId": "NVIDIA Nope", "imageName": "i"}})
+    unknown = gql(
+        http, SPOT, {"input": {"bidPerGpu": 9, "gpuTypeId": "NVIDIA Nope", "imageName": "i"}}
+    )
     assert unknown["errors"][0]["message"] == NO_CAPACITY
-    no_spot = gql(http, SPOT, {"input": {"bidPerGpu": 9, "gpuTypeId": "NVIDIA A100-SXM4-80GB",
-                                         "cloudType": "SECURE", "imageName": "i"}})
+    no_spot = gql(
+        http,
+        SPOT,
+        {
+            "input": {
+                "bidPerGpu": 9,
+                "gpuTypeId": "NVIDIA A100-SXM4-80GB",
+                "cloudType": "SECURE",
+                "imageName": "i",
+            }
+        },
+    )
     assert no_spot["errors"][0]["message"] == NO_CAPACITY  # no secure spot market for it
     before = len(sb.runpod.pods)
-    gql(http, SPOT, {"input": {"bidPerGpu": 9, "gpuTypeId": RTX4090, "gpuCount": 64, "imageName": "i"}})
+    gql(
+        http,
+        SPOT,
+        {"input": {"bidPerGpu": 9, "gpuTypeId": RTX4090, "gpuCount": 64, "imageName": "i"}},
+    )
     assert len(sb.runpod.pods) == before
 
 
@@ -149,13 +177,22 @@ def test_on_demand_stop_resume_terminate(sb: Sandbox, http: httpx.Client) -> Non
     )["data"]["podFindAndDeployOnDemand"]
     assert pod["costPerHr"] == 0.43 and pod["podType"] == "RESERVED"
     pid = pod["id"]
-    stopped = gql(http, f'mutation {{ podStop(input: {{podId: "{pid}"}}) {{ id desiredStatus costPerHr }} }}')
+    stopped = gql(
+        http, f'mutation {{ podStop(input: {{podId: "{pid}"}}) {{ id desiredStatus costPerHr }} }}'
+    )
     assert stopped["data"]["podStop"] == {"id": pid, "desiredStatus": "EXITED", "costPerHr": 0.0}
     again = gql(http, f'mutation {{ podStop(input: {{podId: "{pid}"}}) {{ id }} }}')
     assert "cannot stop a pod that is EXITED" in again["errors"][0]["message"]
-    resumed = gql(http, f'mutation {{ podResume(input: {{podId: "{pid}", gpuCount: 1}}) {{ desiredStatus }} }}')
+    resumed = gql(
+        http,
+        f'mutation {{ podResume(input: {{podId: "{pid}", gpuCount: 1}}) {{ desiredStatus }} }}',
+    )
     assert resumed["data"]["podResume"]["desiredStatus"] == "RUNNING"
-    found = gql(http, f'{{ pod(input: {{podId: "{pid}"}}) {{ id machine {{ gpuDisplayName }} runtime {{ uptimeInSeconds }} }} }}')
+    found = gql(
+        http,
+        f'{{ pod(input: {{podId: "{pid}"}}) '
+        "{ id machine { gpuDisplayName } runtime { uptimeInSeconds } } }",
+    )
     assert found["data"]["pod"]["machine"] == {"gpuDisplayName": "L4"}
     mine = gql(http, "{ myself { pods { id } } }")["data"]["myself"]["pods"]
     assert pid in [p["id"] for p in mine]
@@ -168,12 +205,20 @@ def test_on_demand_stop_resume_terminate(sb: Sandbox, http: httpx.Client) -> Non
 
 def test_auth_and_malformed_requests(sb: Sandbox) -> None:
     with sb.client() as anon:
-        assert anon.post("/runpod/graphql/graphql", json={"query": "{ myself { id } }"}).status_code == 401
-        bad = anon.post("/runpod/graphql/graphql", json={"query": "{ myself { id } }"},
-                        headers={"Authorization": "Bearer wrong"})
+        assert (
+            anon.post("/runpod/graphql/graphql", json={"query": "{ myself { id } }"}).status_code
+            == 401
+        )
+        bad = anon.post(
+            "/runpod/graphql/graphql",
+            json={"query": "{ myself { id } }"},
+            headers={"Authorization": "Bearer wrong"},
+        )
         assert bad.status_code == 401 and bad.json()["errors"]
-        in_url = anon.post(f"/runpod/graphql/graphql?api_key={sandbox_key('runpod')}",
-                           json={"query": "{ myself { id } }"})
+        in_url = anon.post(
+            f"/runpod/graphql/graphql?api_key={sandbox_key('runpod')}",
+            json={"query": "{ myself { id } }"},
+        )
         assert in_url.status_code == 200  # RunPod accepts it ...
         assert any("API key sent in the URL" in v for v in sb.violations)  # ... we flag it
     with sb.client(headers=AUTH) as http:

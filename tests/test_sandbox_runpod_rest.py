@@ -24,7 +24,12 @@ AUTH = {"Authorization": f"Bearer {sandbox_key('runpod')}"}
 @pytest.fixture(scope="module")
 def box() -> Iterator[Sandbox]:
     sb = Sandbox(
-        start_server=False, validate=True, provision_delay_s=0, start_delay_s=0, attach=False
+        clouds=["runpod"],
+        start_server=False,
+        validate=True,
+        provision_delay_s=0,
+        start_delay_s=0,
+        attach=False,
     )
     with sb:
         yield sb
@@ -115,6 +120,7 @@ def test_actions_follow_the_status_table_and_409_otherwise(sb: Sandbox, rest: ht
 def test_lifecycle_follows_an_injected_clock() -> None:
     clock = ManualClock()
     sb = Sandbox(
+        clouds=["runpod"],
         start_server=False,
         validate=True,
         clock=clock,
@@ -154,7 +160,12 @@ def test_lifecycle_follows_an_injected_clock() -> None:
 def test_delays_can_be_changed_on_a_running_sandbox() -> None:
     clock = ManualClock()
     sb = Sandbox(
-        start_server=False, clock=clock, provision_delay_s=0, start_delay_s=0, attach=False
+        clouds=["runpod"],
+        start_server=False,
+        clock=clock,
+        provision_delay_s=0,
+        start_delay_s=0,
+        attach=False,
     )
     with sb, sb.client(base_url=f"{sb.url}/runpod/rest", headers=AUTH) as rest:
         sb.runpod.provision_delay_s = 3
@@ -196,6 +207,7 @@ def test_rate_limit_headers_on_every_authenticated_answer(sb: Sandbox, rest: htt
 
 def test_enforced_rate_limit_answers_429_with_retry_after() -> None:
     sb = Sandbox(
+        clouds=["runpod"],
         start_server=False,
         validate=True,
         attach=False,

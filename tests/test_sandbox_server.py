@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 import atlas_nb.sandbox as sandbox
+from atlas_nb.sandbox.registry import CLOUDS
 from atlas_nb.sandbox.server import INPROCESS_URL, Sandbox
 
 AUTH = {"Authorization": f"Bearer {sandbox.sandbox_key('runpod')}"}
@@ -29,9 +30,12 @@ def test_start_serves_over_loopback_and_stops_without_leaks() -> None:
     with sandbox.start(provision_delay_s=0, start_delay_s=0) as sb:
         assert sb.url.startswith("http://127.0.0.1:")
         assert sandbox.active_url() == sb.url
-        assert sb.keys == {"runpod": "sandbox-runpod-key"}
-        index = httpx.get(f"{sb.url}/")
-        assert index.json()["clouds"]["runpod"]["apis"] == {
+        assert set(sb.keys) == set(CLOUDS)  # every registered cloud is served
+        assert all(key == sandbox.sandbox_key(name) for name, key in sb.keys.items())
+        assert sb.keys["runpod"] == "sandbox-runpod-key"
+        index = httpx.get(f"{sb.url}/").json()["clouds"]
+        assert set(index) == set(CLOUDS)
+        assert index["runpod"]["apis"] == {
             "rest": "/runpod/rest",
             "graphql": "/runpod/graphql",
             "serverless": "/runpod/serverless",
@@ -60,7 +64,9 @@ def test_two_sandboxes_at_once_are_independent() -> None:
         assert one.port != two.port
         assert sandbox.active_url() == two.url  # the most recent attach wins
         body = {"name": "only-in-one", "image": "i", "gpu": {"id": "NVIDIA L4"}}
-        assert httpx.post(f"{one.url}/runpod/rest/v2/pods", json=body, headers=AUTH).status_code == 201
+        assert (
+            httpx.post(f"{one.url}/runpod/rest/v2/pods", json=body, headers=AUTH).status_code == 201
+        )
         assert len(one.runpod.live_pods()) == 1
         assert two.runpod.live_pods() == []
         assert httpx.get(f"{two.url}/runpod/rest/v2/pods", headers=AUTH).json() == {"pods": []}
@@ -125,13 +131,16 @@ def test_attach_points_providers_at_the_sandbox() -> None:
 
 
 def test_read_timeout_applies_in_process() -> None:
-    with Sandbox(start_server=False, attach=False) as sb, sb.client(headers=AUTH) as http:
-        with pytest.raises(httpx.ReadTimeout):
-            http.post(
-                "/runpod/serverless/v2/slow/runsync",
-                json={"input": {"seconds": 5}},
-                timeout=0.2,
-            )
+    with (
+        Sandbox(start_server=False, attach=False) as sb,
+        sb.client(headers=AUTH) as http,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        http.post(
+            "/runpod/serverless/v2/slow/runsync",
+            json={"input": {"seconds": 5}},
+            timeout=0.2,
+        )
 
 
 def test_other_clouds_are_reachable_as_attributes() -> None:
@@ -144,3 +153,38 @@ def test_other_clouds_are_reachable_as_attributes() -> None:
         assert "runpod" in repr(sb)
     finally:
         sb.close()
+
+
+def test_choose_which_clouds_to_serve() -> None:
+    sb = Sandbox(start_server=False, attach=False, clouds=["runpod"])
+    try:
+        assert list(sb.clouds) == ["runpod"] and list(sb.keys) == ["runpod"]
+    finally:
+        sb.close()
+    with pytest.raises(ValueError, match="no sandbox cloud 'nope'"):
+        Sandbox(start_server=False, attach=False, clouds=["nope"])
+
+
+def test_close_wakes_pending_long_polls() -> None:
+    before = set(threading.enumerate())
+    sb = Sandbox(clouds=["runpod"], attach=False).start()
+    answer: dict[str, object] = {}
+
+    def runsync() -> None:  # would wait 90 s for the 30 s job without the wake-up
+        answer.update(
+            httpx.post(
+                f"{sb.url}/runpod/serverless/v2/slow/runsync",
+                json={"input": {"seconds": 30}},
+                headers=AUTH,
+                timeout=60,
+            ).json()
+        )
+
+    caller = threading.Thread(target=runsync)
+    caller.start()
+    while not sb.stats()["in_flight"]:
+        caller.join(0.01)
+    sb.close()
+    caller.join(10)
+    assert answer["status"] in {"IN_QUEUE", "IN_PROGRESS"}
+    assert set(threading.enumerate()) == before

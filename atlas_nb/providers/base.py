@@ -52,7 +52,8 @@ CAPABILITIES: frozenset[str] = frozenset(
 )
 """Every capability name a provider may declare."""
 
-_SCALARS = frozenset({int, float, bool, type(None)})
+_SCALARS: frozenset[type] = frozenset({int, float, bool, type(None)})
+_SCALARS_AND_STR: frozenset[type] = _SCALARS | {str}
 _SECRET_KEYS = frozenset({"env", "extra_env", "environment", "api_key", "token", "password"})
 
 
@@ -125,21 +126,59 @@ class Provider(Protocol):
 
 
 def strip_secrets(raw: Any, secrets: tuple[str, ...] = ()) -> Any:
-    """A copy of a wire payload without env blocks, tokens or any of ``secrets``."""
-    # Exact-type checks first: decoded JSON is plain dicts, lists and scalars, and this
-    # runs on every get/list (an ABC isinstance per leaf costs more than the GET's parsing).
+    """The wire payload without env blocks, tokens or any of ``secrets``.
+
+    Parts holding none of them are shared with ``raw``, not copied: payloads are fresh
+    decodes, and this runs on every get and list (copying a pod costs as much as parsing it).
+    """
+    secrets = tuple(s for s in secrets if s)
+    leaves = _SCALARS if secrets else _SCALARS_AND_STR  # types that cannot hold a secret
+    return raw if _clean(raw, secrets, leaves) else _strip(raw, secrets, leaves)
+
+
+class _KeyVerdicts(dict[Any, bool]):
+    """Key -> may it stay? Memoized: the same few keys recur in every payload."""
+
+    def __missing__(self, key: Any) -> bool:
+        keep = str(key).lower() not in _SECRET_KEYS
+        if len(self) < 4096:  # payload keys can be data (e.g. job output): stay bounded
+            self[key] = keep
+        return keep
+
+
+_KEEP = _KeyVerdicts()
+
+
+def _clean(raw: Any, secrets: tuple[str, ...], leaves: frozenset[type]) -> bool:
+    """Whether ``raw`` can be kept as is: plain JSON with no secret key or value in it."""
     kind = type(raw)
-    if kind in _SCALARS:
-        return raw
-    if kind is dict or (kind is not str and isinstance(raw, Mapping)):
-        return {
-            k: strip_secrets(v, secrets)
-            for k, v in raw.items()
-            if (k.lower() if type(k) is str else str(k).lower()) not in _SECRET_KEYS
-        }
-    if kind is list or isinstance(raw, list):
-        return [strip_secrets(v, secrets) for v in raw]
-    if isinstance(raw, str) and any(s and s in raw for s in secrets):
+    if kind in leaves:
+        return True
+    # Plain loops: all(<generator>) costs twice as much, and this is the hot path.
+    if kind is dict:
+        for k, v in raw.items():  # noqa: SIM110
+            if not (_KEEP[k] and (type(v) in leaves or _clean(v, secrets, leaves))):
+                return False
+        return True
+    if kind is list:
+        for v in raw:  # noqa: SIM110
+            if not (type(v) in leaves or _clean(v, secrets, leaves)):
+                return False
+        return True
+    if kind is str:
+        return not any(s in raw for s in secrets)
+    return not isinstance(raw, (Mapping, list, str))  # other mappings are rebuilt as dicts
+
+
+def _strip(raw: Any, secrets: tuple[str, ...], leaves: frozenset[type]) -> Any:
+    if isinstance(raw, Mapping):
+        return {k: v if type(v) in leaves or _clean(v, secrets, leaves)
+                else _strip(v, secrets, leaves)
+                for k, v in raw.items() if _KEEP[k]}
+    if isinstance(raw, list):
+        return [v if type(v) in leaves or _clean(v, secrets, leaves)
+                else _strip(v, secrets, leaves) for v in raw]
+    if isinstance(raw, str) and any(s in raw for s in secrets):
         return "REDACTED"
     return raw
 

@@ -187,7 +187,8 @@ class SandboxApp:
         """``runpod/rest GET /v2/pods/{id}``: the spec's template, else the app's route."""
         template = mount.contract.template(target.path) if mount.contract else None
         route = getattr(scope.get("route"), "path", None)  # set by a Starlette router
-        return f"{mount.provider}/{mount.api.name} {target.method} {template or route or target.path}"
+        path = template or route or target.path
+        return f"{mount.provider}/{mount.api.name} {target.method} {path}"
 
     async def _serve(
         self, mount: _Mount, scope: Scope, receive: Receive, send: Send, *, capture: bool

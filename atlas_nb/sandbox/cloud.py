@@ -34,7 +34,6 @@ __all__ = [
     "iso",
     "json_response",
     "read_json",
-    "with_headers",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -186,22 +185,3 @@ def bearer_token(request: Request, *, bare_ok: bool = False) -> str | None:
     if bare_ok and header and not token:
         return header.strip()
     return None
-
-
-def with_headers(app: ASGIApp, headers: Callable[[Scope], Sequence[tuple[str, str]]]) -> ASGIApp:
-    """Wrap ``app`` so every response gets ``headers(scope)`` appended (e.g. rate limits)."""
-
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                extra = [(k.lower().encode(), v.encode()) for k, v in headers(scope)]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        await app(scope, receive, send_with_headers)
-
-    return wrapped

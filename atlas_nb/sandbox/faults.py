@@ -177,14 +177,38 @@ class Faults:
         self._lock = threading.Lock()
         self._made = 0
 
-    def __call__(self, route: str = "*", **kwargs: Any) -> FaultRule:
-        """Add a rule (see the module docstring for the options) and return it."""
+    def __call__(
+        self,
+        route: str = "*",
+        *,
+        latency_ms: float = 0.0,
+        error_rate: Mapping[int, float] | None = None,
+        rate_limit_429: float = 0.0,
+        retry_after_s: int = 1,
+        drop_rate: float = 0.0,
+        lost_response_rate: float = 0.0,
+        seed: int | str | None = None,
+        count: int | None = None,
+    ) -> FaultRule:
+        """Add a rule (see the module docstring) and return it; ``rule.clear()`` removes it.
+
+        Without a ``seed`` the rule is still deterministic: its stream is derived from
+        the sandbox seed and the rule's position.
+        """
         with self._lock:
             self._made += 1
-            if kwargs.get("seed") is None:
-                # Still deterministic without an explicit seed: derived from the sandbox seed.
-                kwargs["seed"] = f"{self._seed}:{self._made}:{route}"
-            rule = FaultRule(self, route, **kwargs)
+            rule = FaultRule(
+                self,
+                route,
+                latency_ms=latency_ms,
+                error_rate=error_rate,
+                rate_limit_429=rate_limit_429,
+                retry_after_s=retry_after_s,
+                drop_rate=drop_rate,
+                lost_response_rate=lost_response_rate,
+                seed=f"{self._seed}:{self._made}:{route}" if seed is None else seed,
+                count=count,
+            )
             self._rules.append(rule)
         return rule
 

@@ -14,6 +14,9 @@ __all__ = ["CLOUDS", "load"]
 
 CLOUDS: dict[str, str] = {
     "runpod": "atlas_nb.sandbox.runpod:RunPodCloud",
+    "fly": "atlas_nb.sandbox.fly:FlyCloud",
+    "vast": "atlas_nb.sandbox.vast:VastCloud",
+    "lambda_labs": "atlas_nb.sandbox.lambda_labs:LambdaCloud",
 }
 
 

@@ -24,7 +24,8 @@ from .runpod_catalog import Catalog
 from .runpod_graphql import build_graphql_app
 from .runpod_pods import PodStore
 from .runpod_rest import SPEC, build_rest_app, problem
-from .runpod_serverless import Endpoint, Handler, ServerlessRuntime, build_serverless_app
+from .runpod_serverless import Endpoint, Handler, ServerlessRuntime
+from .runpod_serverless_app import build_serverless_app
 
 __all__ = ["RunPodCloud"]
 

@@ -92,9 +92,10 @@ class Sandbox:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         names = list(clouds) if clouds is not None else list(CLOUDS)
+        classes = {name: load(name) for name in names}  # fail on a bad name before building any
         options = options or {}
         self.clouds: dict[str, Cloud] = {}
-        for name in names:
+        for name, cls in classes.items():
             ctx = CloudContext(
                 clock=self.clock,
                 seed=seed,
@@ -104,7 +105,7 @@ class Sandbox:
                 closing=self._closing,
                 report=self._report,
             )
-            self.clouds[name] = load(name)(ctx)
+            self.clouds[name] = cls(ctx)
         self.faults = Faults(seed)
         self._stats = Stats()
         self.asgi_app = SandboxApp(
@@ -248,12 +249,12 @@ class Sandbox:
             self._closed = True
         if self._started and self._attach:
             detach(self.url)
-        self._closing.set()  # wakes long polls (runsync, stream) so shutdown is quick
+        self._closing.set()  # clouds refuse new work from here on
+        for cloud in self.clouds.values():
+            cloud.close()  # wakes long polls (runsync, stream) and joins worker threads
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._thread.join(timeout=15)
-        for cloud in self.clouds.values():
-            cloud.close()
         if self._loop is not None:
             self._loop.stop()
 

@@ -143,7 +143,8 @@ def launch_body(
     user_tags = extra.pop("tags", None) or []
     if not isinstance(user_tags, list):
         raise ValidationError("provider_opts['tags'] must be a list of {'key', 'value'} dicts")
-    clash = sorted({t.get("key") for t in user_tags if isinstance(t, Mapping)} & _ATLAS_TAGS)
+    keys = {str(t.get("key")) for t in user_tags if isinstance(t, Mapping)}
+    clash = sorted(keys & _ATLAS_TAGS)
     if clash:
         raise ValidationError(f"provider_opts['tags'] must not set atlas_nb's own tags {clash}")
     body: dict[str, Any] = {

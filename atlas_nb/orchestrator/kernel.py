@@ -1,0 +1,142 @@
+"""Kernel scope: terminate every tracked compute when the kernel or process ends.
+
+Installed when an orchestrator first tracks something (never on ``import atlas_nb``):
+
+1. **Jupyter shutdown or restart.** ``jupyter_client`` sends ``shutdown_request`` on
+   the control channel, waits ~2.5 s, sends SIGTERM, waits ~2.5 s more, then SIGKILL.
+   We wrap the running ipykernel's ``do_shutdown`` (called on the control thread as
+   soon as the request arrives) to terminate tracked computes *in parallel* within
+   ``shutdown_deadline_s`` (2 s), then call the original. A restart is the same
+   request with ``restart=True`` and gets the same cleanup.
+2. **atexit**, the fallback (and the path outside Jupyter): sequential, no new thread
+   (an ``atexit`` handler cannot start one on Python >= 3.12), within 10 s.
+3. **SIGTERM**, only where the handler is still the default: run the cleanup, restore
+   the default handler and re-send SIGTERM, so the process still dies of it. We do not
+   turn it into ``sys.exit``: inside a running cell IPython would swallow ``SystemExit``.
+
+kill -9, the OOM killer or a culled container run nothing: the ledger then lets the
+next orchestrator start (or ``atlas-nb reap``) find and terminate what was left.
+After ``fork()`` the child inherits these hooks but never runs them for the parent's
+computes (they are guarded by the pid that installed them).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import sys
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .orchestrator import Orchestrator
+
+__all__ = ["cleanup_all", "install", "installed", "running_kernel"]
+
+_log = logging.getLogger("atlas_nb.orchestrator")
+_lock = threading.Lock()
+_targets: weakref.WeakSet[Orchestrator] = weakref.WeakSet()
+_installed: set[str] = set()
+_pid = 0
+_MARK = "_atlas_nb_cleanup"
+
+
+def installed() -> frozenset[str]:
+    """Which hooks this process has: ``atexit``, ``sigterm``, ``kernel``."""
+    with _lock:
+        return frozenset(_installed) if _pid == os.getpid() else frozenset()
+
+
+def running_kernel() -> Any:
+    """The ipykernel ``Kernel`` this process serves, or ``None`` (imports nothing new)."""
+    app_module = sys.modules.get("ipykernel.kernelapp")
+    if app_module is None:
+        return None
+    app_cls = getattr(app_module, "IPKernelApp", None)
+    try:
+        if app_cls is None or not app_cls.initialized():
+            return None
+        return getattr(app_cls.instance(), "kernel", None)
+    except Exception:
+        return None
+
+
+def install(orchestrator: Orchestrator) -> frozenset[str]:
+    """Register ``orchestrator`` for cleanup and install the hooks not yet installed."""
+    global _pid
+    with _lock:
+        if _pid != os.getpid():  # first install, or a forked child: start afresh
+            _pid = os.getpid()
+            _installed.clear()
+        _targets.add(orchestrator)
+        if "atexit" not in _installed:
+            atexit.register(_at_exit)
+            _installed.add("atexit")
+        if "sigterm" not in _installed and _install_sigterm():
+            _installed.add("sigterm")
+        if "kernel" not in _installed and _wrap_kernel(running_kernel()):
+            _installed.add("kernel")
+        return frozenset(_installed)
+
+
+def cleanup_all(reason: str, *, parallel: bool) -> dict[str, list[str]]:
+    """Shut every registered orchestrator down; session id -> ids left behind."""
+    if _pid != os.getpid():
+        return {}  # a forked child must not terminate its parent's computes
+    with _lock:
+        targets = list(_targets)
+    left: dict[str, list[str]] = {}
+    for orch in targets:
+        try:
+            left[orch.session_id] = orch._cleanup(reason, parallel=parallel)
+        except Exception:  # one orchestrator's failure must not spare the others
+            _log.exception("orchestrator cleanup (%s) failed", reason)
+    return left
+
+
+def _at_exit() -> None:
+    cleanup_all("atexit", parallel=False)
+
+
+def _wrap_kernel(kernel: Any) -> bool:
+    if kernel is None:
+        return False
+    original = getattr(kernel, "do_shutdown", None)
+    if original is None:
+        return False
+    if getattr(original, _MARK, False):
+        return True
+
+    def do_shutdown(restart: bool) -> Any:
+        try:
+            cleanup_all("kernel_restart" if restart else "kernel_shutdown", parallel=True)
+        except Exception:
+            _log.exception("orchestrator kernel-shutdown cleanup failed")
+        return original(restart)  # may be a coroutine: ipykernel awaits it
+
+    setattr(do_shutdown, _MARK, True)
+    kernel.do_shutdown = do_shutdown
+    return True
+
+
+def _install_sigterm() -> bool:
+    if threading.current_thread() is not threading.main_thread():
+        return False  # signal handlers can only be set from the main thread
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return False  # someone else handles SIGTERM: leave theirs alone
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    try:
+        cleanup_all("sigterm", parallel=True)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,583 @@
+"""``Orchestrator``: tracked computes with idle TTLs, events, a durable ledger and a reaper.
+
+One instance per kernel is the norm (``atlas_nb.orchestrator`` keeps a default one);
+more are fine, each with its own session id. Everything is thread safe. Time comes
+from the injectable ``clock`` (epoch seconds) and waits from ``sleep``, so tests
+drive it with ``tick()`` and ``reap_now()`` instead of sleeping; the daemon thread
+calls the same methods every ``heartbeat_interval_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from .. import config, facade, telemetry
+from ..errors import AtlasError, NotFound, ProviderError, UnknownError, ValidationError
+from ..models import Compute, ComputeRequest
+from ..providers import Provider, resolve
+from . import owner as owners
+from .budget import Budget, CatalogPrices, estimate_price
+from .events import ALL, Callback, Event, EventBus, Subscription
+from .ledger import FILENAME, Ledger, safe
+from .naming import compute_name, new_session_id
+from .reaper import ReapAction, ReapInputs, ReapReport, plan
+from .settings import Settings, from_config
+from .tracker import Record, TrackedCompute, Tracker
+
+__all__ = ["CostSummary", "Orchestrator"]
+
+_log = logging.getLogger("atlas_nb.orchestrator")
+_ATEXIT_DEADLINE_S = 10.0
+_REAP_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class CostSummary:
+    """Spend of one orchestrator, for dashboards. USD and USD/h."""
+
+    rate_per_hour: float
+    accrued_live: float
+    spent_total: float
+    max_hourly_spend: float | None
+    max_total_spend: float | None
+    per_compute: dict[str, float]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) if isinstance(exc, AtlasError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:300]
+
+
+def _compute_id(compute: Compute | str) -> str:
+    cid: Any = compute.id if isinstance(compute, Compute) else compute
+    if not isinstance(cid, str) or not cid:
+        raise ValidationError("pass a compute id (a non-empty string) or the Compute itself")
+    return cid
+
+
+def _ms(value: Any, what: str) -> int | None:
+    """A millisecond limit: ``None`` stays None (use the default), 0 disables it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"{what}={value!r}: pass milliseconds >= 0 (0 disables it)")
+    return value
+
+
+class Orchestrator:
+    """Tracks computes it spawns and guarantees they end: idle TTL, max lifetime, budget,
+    explicit stop, kernel shutdown/restart, process exit, or (after a kill -9) the next
+    reap of the ledger.
+
+    Args:
+        clock: epoch seconds (default ``time.time``); ``sleep``: waits between retries.
+        providers: name -> Provider instance (or class) to use instead of the registry.
+        ledger_path: the SQLite ledger (default ``config.data_dir()/orchestrator.sqlite3``).
+        session_id: 8 hex digits (default: fresh); must be unique among live orchestrators.
+        background: run the daemon heartbeat/reaper thread once started.
+        kernel_hooks: install the kernel-shutdown / atexit / SIGTERM cleanup on first use.
+        Other keyword arguments override the config file's ``orchestrator:`` section
+        (see ``settings.Settings``); ``idle_ttl_ms=0`` disables the idle TTL.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        providers: Mapping[str, Any] | None = None,
+        ledger_path: str | os.PathLike[str] | None = None,
+        session_id: str | None = None,
+        background: bool = True,
+        kernel_hooks: bool = True,
+        settings: Settings | None = None,
+        **overrides: Any,
+    ) -> None:
+        base = settings if settings is not None else from_config(config.load().get("orchestrator"))
+        unknown = sorted(set(overrides) - set(Settings.__dataclass_fields__))
+        if unknown:
+            raise ValidationError(f"unknown Orchestrator option(s): {', '.join(unknown)}")
+        self.settings = base.with_overrides(**overrides)
+        self.session_id = session_id or new_session_id()
+        self._clock = clock if clock is not None else time.time
+        self._sleep = sleep if sleep is not None else time.sleep
+        self._injected = dict(providers or {})
+        self._resolved: dict[str, Provider] = {}
+        self.ledger = Ledger(ledger_path if ledger_path is not None
+                             else config.data_dir() / FILENAME)
+        self._budget = Budget(self.settings.max_hourly_spend, self.settings.max_total_spend)
+        self._prices = CatalogPrices()
+        self._tracker = Tracker()
+        self._lock = self._tracker.lock
+        self._bus = EventBus()
+        self._outbox: deque[Event] = deque()
+        self._dispatching = threading.RLock()
+        self._local = threading.local()
+        self._state_lock = threading.Lock()
+        self._reap_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._background = background
+        self._kernel_hooks = kernel_hooks
+        self._started = False
+        self._closed = False
+        self._last_reap: float | None = None
+        self._telemetry_id = f"atlas_nb.orchestrator.{self.session_id}.{id(self):x}"
+
+    def __repr__(self) -> str:
+        with self._lock:
+            n = len(self._tracker.records())
+        state = "closed" if self._closed else "running" if self._started else "new"
+        return f"Orchestrator(session={self.session_id!r}, tracked={n}, {state})"
+
+    def __enter__(self) -> Orchestrator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> Orchestrator:
+        """Record the session, attach the activity handler, install the cleanup hooks and
+        start the daemon thread (whose first pass reaps what dead sessions left).
+        Idempotent; ``spawn`` calls it."""
+        with self._state_lock:
+            if self._closed:
+                raise ValidationError("this orchestrator was shut down; create a new one")
+            if self._started:
+                return self
+            self._started = True
+        try:
+            self.ledger.open_session(self.session_id, owners.current(), self._clock())
+        except (sqlite3.Error, AtlasError) as exc:
+            with self._state_lock:
+                self._started = False
+            if isinstance(exc, AtlasError):
+                raise
+            raise UnknownError(f"the orchestrator ledger {self.ledger.path} is unusable ({exc}); "
+                               "fix it or point ATLAS_NB_DATA_DIR elsewhere") from None
+        telemetry.attach(self._telemetry_id, "*", self._on_telemetry)
+        if self._kernel_hooks:
+            from . import kernel
+
+            kernel.install(self)
+        if self._background:
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=f"atlas-orchestrator-{self.session_id}")
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # the thread must survive anything one tick does
+                _log.exception("orchestrator tick failed")
+            if self._stop.wait(self.settings.heartbeat_interval_s):
+                return
+
+    def shutdown(self, reason: str = "shutdown", *, parallel: bool = True,
+                 deadline_s: float | None = None) -> list[str]:
+        """Terminate every tracked compute and stop. Returns the ids left behind (their
+        terminate failed or passed ``deadline_s``; they stay in the ledger for the
+        reaper). ``parallel=False`` starts no thread (for ``atexit``)."""
+        with self._state_lock:
+            first, self._closed = not self._closed, True
+        self._stop.set()
+        deadline = time.monotonic() + deadline_s if deadline_s is not None else None
+        with self._lock:
+            ids = self._tracker.active_ids()
+        if parallel and ids:
+            try:
+                workers = [threading.Thread(target=self._terminate, args=(cid, reason),
+                                            kwargs={"deadline": deadline}, daemon=True,
+                                            name=f"atlas-terminate-{cid}") for cid in ids]
+                for w in workers:
+                    w.start()
+            except RuntimeError:  # interpreter shutdown: no new threads; do it in line
+                parallel = False
+            else:
+                for w in workers:
+                    w.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if not parallel:
+            for cid in ids:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                self._terminate(cid, reason, deadline=deadline)
+        if first and self._started:
+            telemetry.detach(self._telemetry_id)
+            safe(self.ledger.end_session, self.session_id, self._clock())
+        with self._lock:
+            return [r.id for r in self._tracker.records()]
+
+    def _cleanup(self, reason: str, *, parallel: bool) -> list[str]:
+        """What the kernel/atexit/SIGTERM hooks run: shutdown within the right deadline."""
+        deadline = self.settings.shutdown_deadline_s if parallel else _ATEXIT_DEADLINE_S
+        return self.shutdown(reason, parallel=parallel, deadline_s=deadline)
+
+    # -- spawning ---------------------------------------------------------------------
+    def spawn(
+        self,
+        request: ComputeRequest | None = None,
+        *,
+        provider: Any = None,
+        idle_ttl_ms: int | None = None,
+        max_lifetime_ms: int | None = None,
+        user_id: str | None = None,
+        cost_per_hour: float | None = None,
+        api_key: str | None = None,
+        base_url: Any = None,
+        http: Any = None,
+        **fields: Any,
+    ) -> Compute:
+        """Spawn a tracked compute (fields as for ``spawn_compute``) and return it.
+
+        Its name becomes ``{prefix}{session}-[{name}-]{suffix}``. ``idle_ttl_ms`` /
+        ``max_lifetime_ms`` default to the settings (0 disables). ``cost_per_hour``
+        feeds the budget guard when the catalog has no price. The spawn is in the ledger
+        before the provider is called. Raises ``BudgetExceeded`` before anything is sent
+        when a spend cap would be crossed.
+        """
+        if request is not None and fields:
+            request = ComputeRequest(**{**request.model_dump(), **fields})
+        req = request if request is not None else ComputeRequest(**fields)
+        ttl = _ms(idle_ttl_ms, "idle_ttl_ms")
+        ttl = ttl if ttl is not None else req.idle_ttl_ms
+        ttl = (ttl if ttl is not None else self.settings.idle_ttl_ms) or None
+        lifetime = _ms(max_lifetime_ms, "max_lifetime_ms")
+        lifetime = (lifetime if lifetime is not None else self.settings.max_lifetime_ms) or None
+        given: Any = cost_per_hour
+        if given is not None and (isinstance(given, bool) or not isinstance(given, (int, float))
+                                  or given < 0):
+            raise ValidationError(f"cost_per_hour={cost_per_hour!r}: pass USD per hour >= 0")
+        p = self._provider(provider, api_key, base_url, http)
+        name = compute_name(self.settings.name_prefix, self.session_id, req.name)
+        req = req.model_copy(update={"name": name, "idle_ttl_ms": ttl})
+        self.start()
+        price = None
+        if self._budget.active:
+            price = estimate_price(req, self._prices.catalog(p), cost_per_hour)
+        what = f"{req.gpu_count}x {req.gpu or 'cpu'} on {p.name}"
+        with self._lock:
+            self._budget.check(price=price, what=what, hourly_rate=self._tracker.hourly_rate(),
+                               spent=self._tracker.spent(self._clock()),
+                               horizon_h=lifetime / 3_600_000 if lifetime else 1.0)
+            self._tracker.begin_pending(name, price or 0.0)
+        try:
+            self.ledger.record_intent(name=name, provider=p.name, session_id=self.session_id,
+                                      owner=owners.current(), now=self._clock(),
+                                      user_id=user_id, cost_per_hour=price)
+        except (sqlite3.Error, AtlasError) as exc:
+            with self._lock:
+                self._tracker.end_pending(name)
+            raise UnknownError(f"cannot record the spawn in the ledger {self.ledger.path} "
+                               f"({exc}); nothing was created") from None
+        try:
+            compute = facade.spawn_compute(req, provider=p)
+        except BaseException as exc:
+            self._spawn_failed(p, name, exc)
+            raise
+        now = self._clock()
+        rate = compute.cost_per_hour or price or float(cost_per_hour or 0.0)
+        safe(self.ledger.record_created, name, compute.id, rate)
+        record = Record(compute=compute, provider=p, name=name, user_id=user_id, spawned_at=now,
+                        last_activity=now, idle_ttl_ms=ttl, max_lifetime_ms=lifetime,
+                        cost_per_hour=rate)
+        with self._lock:
+            self._outbox.extend(self._tracker.add(record))
+        self._drain()
+        return compute
+
+    def _spawn_failed(self, p: Provider, name: str, exc: BaseException) -> None:
+        """A create raised: make sure nothing is left under ``name``, or leave the ledger
+        entry open (this session no longer tracks it, so the next reap handles it)."""
+        with self._lock:
+            self._tracker.end_pending(name)
+        if not isinstance(exc, Exception):  # Ctrl-C: no network now; the reaper finishes
+            return
+        try:
+            found = [c for c in p.list_compute(name=name)
+                     if c.name == name and c.status != "terminated"]
+        except Exception:
+            return
+        for c in found:
+            ok, err = self._terminate_upstream(p, c.id)
+            if not ok:
+                safe(self.ledger.record_created, name, c.id, None)
+                safe(self.ledger.record_terminate_failed, name, self._clock(), "spawn_failed",
+                     err or "terminate failed")
+                return
+        safe(self.ledger.record_terminated, name, self._clock(), "spawn_failed")
+
+    # -- the tracked set --------------------------------------------------------------
+    def touch(self, compute: Compute | str) -> None:
+        """Note activity on a tracked compute (resets its idle clock)."""
+        cid = _compute_id(compute)
+        with self._lock:
+            if not self._tracker.touch(cid, self._clock()):
+                raise NotFound(f"compute {cid} is not tracked by this orchestrator",
+                               hint="see tracked() for what it tracks")
+
+    def tracked(self) -> list[TrackedCompute]:
+        """Snapshots of every tracked compute, oldest first."""
+        with self._lock:
+            snaps = self._tracker.snapshot(self._clock())
+        return sorted(snaps, key=lambda s: s.spawned_at)
+
+    def stop_tracked(self, compute: Compute | str, *, timeout_s: float | None = None) -> None:
+        """Terminate a tracked compute upstream and stop tracking it.
+
+        Raises ``NotFound`` if it is not tracked, and ``ProviderError`` if every retry
+        failed (it then stays tracked and in the ledger as ``terminate_failed``).
+        """
+        cid = _compute_id(compute)
+        with self._lock:
+            record = self._tracker.get(cid)
+        if record is None:
+            raise NotFound(f"compute {cid} is not tracked by this orchestrator",
+                           hint="see tracked(); terminate it with atlas_nb.terminate instead")
+        result = self._terminate(cid, "stop_tracked")
+        if result is None:  # someone else is terminating it: wait for that outcome
+            record.done.wait(timeout_s)
+            with self._lock:
+                current = self._tracker.get(cid)
+            result = (current is None, current.last_error if current else None)
+        ok, err = result
+        if not ok:
+            raise ProviderError(
+                f"could not terminate {cid}: {err}", provider=record.compute.provider,
+                hint="it stays in the ledger as terminate_failed; the reaper retries it",
+            )
+
+    def subscribe(self, compute: Compute | str, callback: Callback) -> Subscription:
+        """Call ``callback(event)`` for each event of one compute, or of all with ``"*"``."""
+        key = ALL if compute == ALL else _compute_id(compute)
+        return self._bus.subscribe(key, callback)
+
+    def cost(self) -> CostSummary:
+        """The spend rate and what has been spent (accrued per second of tracking)."""
+        now = self._clock()
+        with self._lock:
+            snaps = self._tracker.snapshot(now)
+            spent = self._tracker.spent(now)
+        return CostSummary(
+            rate_per_hour=sum(s.cost_per_hour for s in snaps),
+            accrued_live=sum(s.accrued_cost for s in snaps), spent_total=spent,
+            max_hourly_spend=self.settings.max_hourly_spend,
+            max_total_spend=self.settings.max_total_spend,
+            per_compute={s.id: s.accrued_cost for s in snaps},
+        )
+
+    # -- heartbeat --------------------------------------------------------------------
+    def tick(self, *, reap: bool | None = None) -> list[tuple[str, str]]:
+        """One heartbeat: terminate what is idle, past its lifetime or over budget, retry
+        failed terminates, emit heartbeats, and reap when due (``reap`` forces it on or
+        off). Returns the ``(id, reason)`` terminations it started."""
+        now = self._clock()
+        with self._lock:
+            due, retry, beats = self._tracker.due(now)
+            total = self.settings.max_total_spend
+            if total is not None and self._tracker.spent(now) >= total:
+                due = [(cid, "budget") for cid in self._tracker.running_ids()]
+            self._outbox.extend(beats)
+        self._drain()
+        for cid, reason in due:
+            self._terminate(cid, reason)
+        for cid in retry:
+            self._terminate(cid, "retry")
+        if self._started:
+            safe(self.ledger.touch_session, self.session_id, now)
+        if reap or (reap is None and (self._last_reap is None
+                                      or now - self._last_reap >= self.settings.reap_interval_s)):
+            try:
+                self.reap_now()
+            except AtlasError as exc:
+                _log.warning("orchestrator reap failed: %s", exc)
+        return due + [(cid, "retry") for cid in retry]
+
+    # -- terminating ------------------------------------------------------------------
+    def _terminate(self, cid: str, reason: str, *, deadline: float | None = None
+                   ) -> tuple[bool, str | None] | None:
+        """Drive one tracked compute to its end; ``None`` if it was already ending."""
+        with self._lock:
+            record, events = self._tracker.begin_terminate(cid, reason, self._clock())
+            self._outbox.extend(events)
+        self._drain()
+        if record is None:
+            return None
+        ok, err = self._terminate_upstream(record.provider, cid, deadline)
+        now = self._clock()
+        why = record.reason or reason
+        if ok:
+            safe(self.ledger.record_terminated, record.name, now, why)
+        else:
+            safe(self.ledger.record_terminate_failed, record.name, now, why, err or "failed")
+        with self._lock:
+            self._outbox.extend(self._tracker.finish_terminate(
+                cid, ok, err, now, retry_after_s=self.settings.reap_interval_s))
+        self._drain()
+        return ok, err
+
+    def _terminate_upstream(self, p: Provider, cid: str, deadline: float | None = None,
+                            attempts: int | None = None) -> tuple[bool, str | None]:
+        """``terminate`` with exponential backoff; never raises."""
+        attempts = attempts or self.settings.terminate_attempts
+        err: str | None = None
+        for attempt in range(attempts):
+            try:
+                facade.terminate(cid, provider=p)
+                return True, None
+            except Exception as exc:
+                err = _one_line(exc)
+            wait = self.settings.terminate_backoff_s * 2 ** attempt
+            if attempt == attempts - 1 or (deadline is not None
+                                           and time.monotonic() + wait >= deadline):
+                break
+            self._sleep(wait)
+        return False, err
+
+    def _on_telemetry(self, event: str, data: Mapping[str, Any]) -> None:
+        """Any facade call on a tracked compute counts as activity; a terminate made
+        outside the orchestrator ends the tracking."""
+        cid = data.get("id")
+        if not event.startswith("compute.") or event == "compute.spawn" or not isinstance(
+                cid, str):
+            return
+        now = self._clock()
+        with self._lock:
+            record = self._tracker.get(cid)
+            if record is None or record.compute.provider != data.get("provider"):
+                return
+            if event != "compute.terminate" or record.state != "running":
+                self._tracker.touch(cid, now)
+                return
+            _, events = self._tracker.begin_terminate(cid, "external", now)
+            events += self._tracker.finish_terminate(cid, True, None, now, 0.0)
+            self._outbox.extend(events)
+        safe(self.ledger.record_terminated, record.name, now, "external")
+        self._drain()
+
+    # -- events -----------------------------------------------------------------------
+    def _drain(self) -> None:
+        """Publish queued events in order, outside the tracker lock. A callback that
+        causes more events (same thread) has them published by the loop already running."""
+        if getattr(self._local, "draining", False):
+            return
+        with self._dispatching:
+            self._local.draining = True
+            try:
+                while True:
+                    with self._lock:
+                        if not self._outbox:
+                            return
+                        batch = list(self._outbox)
+                        self._outbox.clear()
+                    for event in batch:
+                        self._bus.publish(event)
+            finally:
+                self._local.draining = False
+
+    # -- reaping ----------------------------------------------------------------------
+    def reap_now(self, dry_run: bool = False, *, providers: Iterable[str] | None = None
+                 ) -> ReapReport:
+        """Reconcile providers with the ledger now (see ``reaper``). ``dry_run`` only plans.
+
+        ``providers`` limits the providers listed (default: ``reap_providers``, else every
+        provider the ledger mentions or this orchestrator tracks)."""
+        with self._reap_lock:
+            now = self._clock()
+            if not dry_run:
+                self._last_reap = now
+            scope = self._reap_scope(providers)
+            listed: dict[str, list[Compute]] = {}
+            errors: dict[str, str] = {}
+            for name in sorted(scope):
+                try:
+                    listed[name] = list(self._provider_named(name).list_compute())
+                except Exception as exc:  # one provider failing must not stop the others
+                    errors[name] = _one_line(exc)
+            entries = self.ledger.open_entries(scope)
+            sessions = self.ledger.sessions()
+            with self._lock:  # after the ledger read: see the docstring of Tracker
+                names, ids = self._tracker.names_and_ids()
+            actions, kept = plan(ReapInputs(
+                prefix=self.settings.name_prefix, own_session=self.session_id, now=now,
+                grace_s=self.settings.grace_period_s, listed=listed, entries=entries,
+                tracked_names=frozenset(names), tracked_ids=frozenset(ids), sessions=sessions,
+                alive=owners.is_alive, known=self.ledger.states_by_name,
+                first_seen=lambda p, cids: self.ledger.first_seen(p, cids, now,
+                                                                  record=not dry_run),
+            ))
+            if dry_run:
+                return ReapReport(actions, kept=kept, errors=errors, dry_run=True)
+            return ReapReport(self._execute(actions), kept=kept, errors=errors)
+
+    def _reap_scope(self, providers: Iterable[str] | None) -> set[str]:
+        if providers is not None:
+            return set(providers)
+        if self.settings.reap_providers is not None:
+            return set(self.settings.reap_providers)
+        with self._lock:
+            mine = self._tracker.providers()
+        return mine | self.ledger.providers()
+
+    def _execute(self, actions: list[ReapAction]) -> list[ReapAction]:
+        if not actions:
+            return []
+        with ThreadPoolExecutor(max_workers=min(_REAP_WORKERS, len(actions)),
+                                thread_name_prefix="atlas-reap") as pool:
+            return list(pool.map(self._execute_one, actions))
+
+    def _execute_one(self, action: ReapAction) -> ReapAction:
+        now = self._clock()
+        if action.action == "forget":
+            safe(self.ledger.record_terminated, action.name, now, "never_created")
+            return action.finished(True)
+        try:
+            p = self._provider_named(action.provider)
+        except AtlasError as exc:
+            return action.finished(False, _one_line(exc))
+        assert action.compute_id is not None
+        ok, err = self._terminate_upstream(p, action.compute_id, attempts=2)
+        entry = self.ledger.entry(action.name) if action.name else None
+        why = f"reaped: {action.reason}"
+        if entry is None and action.name:
+            safe(self.ledger.record_reaped, name=action.name, provider=action.provider,
+                 compute_id=action.compute_id, now=now, reason=why, error=err)
+        elif entry is not None and entry.state != "terminated":
+            if entry.compute_id is None:
+                safe(self.ledger.record_created, entry.name, action.compute_id, None)
+            if ok:
+                safe(self.ledger.record_terminated, entry.name, now, why)
+            else:
+                safe(self.ledger.record_terminate_failed, entry.name, now, why, err or "failed")
+        return action.finished(ok, err)
+
+    # -- providers --------------------------------------------------------------------
+    def _provider(self, provider: Any, api_key: str | None, base_url: Any, http: Any
+                  ) -> Provider:
+        if provider is None or isinstance(provider, str):
+            name = config.resolve_provider_name(provider)
+            if api_key is None and base_url is None and http is None:
+                return self._provider_named(name)
+            provider = name
+        return resolve(provider, api_key=api_key, base_url=base_url, http=http)
+
+    def _provider_named(self, name: str) -> Provider:
+        with self._lock:
+            hit = self._resolved.get(name)
+        if hit is not None:
+            return hit
+        injected = self._injected.get(name)
+        instance = resolve(injected if injected is not None else name)
+        with self._lock:
+            return self._resolved.setdefault(name, instance)

@@ -1,0 +1,352 @@
+"""Fly.io Machines: machines in an app, over the Machines API (``api.machines.dev``).
+
+A compute id is ``"{app}/{machine_id}"``, so get/stop/start/terminate find the app.
+The app comes, in order, from ``provider_opts={"app": ...}`` (per spawn),
+``Fly(app=...)``, or ``providers.fly.default_app`` in the config file;
+``provider_opts={"create_app": True}`` creates it when missing. Wire translation
+lives in ``wire``, the static price table in ``prices``.
+
+>>> import atlas_nb as atlas
+>>> c = atlas.spawn_compute(provider="fly", image="nginx:1", ports=[(80, "http")],
+...                         provider_opts={"app": "my-app"})          # doctest: +SKIP
+>>> atlas.wait_ready(c.id, provider="fly").url                        # doctest: +SKIP
+'https://my-app.fly.dev'
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+
+from ..._http import HttpClient, HttpOption, RetryPolicy, decode
+from ...config import provider_setting
+from ...errors import (
+    AtlasError,
+    NotFound,
+    ProviderError,
+    RateLimited,
+    Timeout,
+    TransportError,
+    ValidationError,
+)
+from ...gpus import canonical
+from ...models import COMPUTE_STATUSES, Compute, ComputeRequest, GpuType
+from ..base import BaseProvider
+from . import prices, wire
+
+__all__ = ["Fly"]
+
+CREATE_ATTEMPTS = 3
+"""Creates tried per spawn; each retry only after a lookup proved the last one created nothing."""
+WAIT_CAP_S = 60
+"""The Machines API holds a ``/wait`` for at most 60 s (fly-go clamps to the same)."""
+DEFAULT_ORG = "personal"
+_RATE_WAIT_MAX_S = 30.0
+_ONE_SHOT = RetryPolicy(attempts=1)
+_APP_HINT = (
+    "pass provider_opts={'app': 'my-app'} (add 'create_app': True to create it), "
+    "use atlas_nb.providers.fly.Fly(app='my-app'), or set providers.fly.default_app "
+    "in the config file"
+)
+
+
+class Fly(BaseProvider):
+    """The Fly.io Machines provider (``provider="fly"``). Key: ``FLY_API_TOKEN``.
+
+    * Machines are spawned in an app (see the module docstring); the org for a new
+      app is ``provider_opts["org"]``, ``providers.fly.org_slug`` or ``personal``.
+    * ``gpu=None`` gives a CPU machine (``shared-cpu-1x``, 256 MB by default; ``cpus``
+      and ``memory_gb`` size it, memory rounded up to 256 MB). GPUs map to Fly's
+      ``gpu_kind`` (a10, l40s, a100-pcie-40gb, a100-sxm4-80gb).
+    * The first HTTP port is served at ``https://{app}.fly.dev``, further HTTP ports at
+      ``https://{app}.fly.dev:{port}``; TCP/UDP ports at ``tcp://{app}.fly.dev:{port}``
+      (raw TCP/UDP needs a dedicated IP on the app: ``fly ips allocate-v4``).
+    * ``wait_ready`` long-polls ``/wait`` (60 s per call) until the caller's deadline.
+    * Prices are a static table (``atlas_nb.providers.fly.prices``): Fly has no price API;
+      ``list_gpu_types`` adds live regions and stock from Fly's placements API.
+    * Tokens are sent as flyctl does: ``FlyV1 `` for macaroons, else ``Bearer ``.
+    """
+
+    name: ClassVar[str] = "fly"
+    apis: ClassVar[dict[str, str]] = {"machines": "https://api.machines.dev"}
+    CAPABILITIES: ClassVar[frozenset[str]] = frozenset({"http_proxy", "raw_tcp", "stop_start"})
+    key_hint: ClassVar[str] = (
+        "pass api_key=, set FLY_API_TOKEN (e.g. from `fly tokens create deploy`), or add it "
+        "to the config file"
+    )
+
+    def __init__(
+        self,
+        app: str | None = None,
+        *,
+        org: str | None = None,
+        api_key: str | None = None,
+        base_url: str | Mapping[str, str] | None = None,
+        http: HttpOption = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(api_key=api_key, base_url=base_url, http=http, retry=retry, sleep=sleep)
+        self._app = wire.check_app(app) if app is not None else None
+        self._org = org
+        self._monotonic = monotonic
+
+    def __repr__(self) -> str:
+        return f"Fly(app={self._app!r})" if self._app else "Fly()"
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": wire.authorization(key)}
+
+    # -- computes ---------------------------------------------------------------------
+    def spawn_compute(self, request: ComputeRequest) -> Compute:
+        opts = request.provider_opts
+        app = self._require_app(opts.get("app"))
+        name = request.name or f"atlas-{secrets.token_hex(6)}"
+        marker = secrets.token_hex(12)
+        body = wire.create_body(request, name=name, marker=marker)
+        if opts.get("create_app"):
+            self._ensure_app(app, str(opts.get("org") or self._org_slug()))
+        return self._create(app, body, name, marker)
+
+    def get_compute(self, compute_id: str) -> Compute:
+        app, machine = wire.split_id(compute_id, self._default_app())
+        body = self._machines().request("GET", _machine_path(app, machine))
+        return wire.compute_from_wire(body, app)
+
+    def list_compute(
+        self, *, status: str | None = None, name: str | None = None, gpu: str | None = None,
+        region: str | None = None,
+    ) -> list[Compute]:
+        """Machines in the default app, or in every app of the org when none is set."""
+        if status is not None and status not in COMPUTE_STATUSES:
+            raise ValidationError(
+                f"unknown status {status!r}; use one of {', '.join(COMPUTE_STATUSES)}"
+            )
+        gpu = canonical(gpu) if gpu is not None else None
+        app = self._default_app()
+        apps = [app] if app else self._app_names()
+        out: list[Compute] = []
+        # Destroyed machines leave Fly's list unless asked for; region is a server filter too.
+        params = {"region": region, "include_deleted": "true" if status == "terminated" else None}
+        for each in apps:
+            body = self._machines().request(
+                "GET", f"/v1/apps/{quote(each, safe='')}/machines", params=params
+            )
+            computes = (wire.compute_from_wire(m, each) for m in wire.machines_from_wire(body))
+            out += [c for c in computes
+                    if wire.matches(c, status=status, name=name, gpu=gpu, region=region)]
+        return out
+
+    def stop(self, compute_id: str) -> Compute:
+        app, machine = wire.split_id(compute_id, self._default_app())
+        self._machines().request(
+            "POST", f"{_machine_path(app, machine)}/stop", json={}, idempotent=True
+        )
+        return self.get_compute(wire.compute_id(app, machine))
+
+    def start(self, compute_id: str) -> Compute:
+        app, machine = wire.split_id(compute_id, self._default_app())
+        path = f"{_machine_path(app, machine)}/start"
+        try:
+            self._machines().request("POST", path, idempotent=True)
+        except ProviderError as exc:
+            if exc.status not in (409, 412):
+                raise
+            # Still stopping: Fly refuses to start until it is down. Wait for it, once.
+            current = self._machines().request("GET", _machine_path(app, machine))
+            self._wait_state(app, machine, "stopped", WAIT_CAP_S,
+                             version=str(current.get("instance_id") or ""))
+            self._machines().request("POST", path, idempotent=True)
+        return self.get_compute(wire.compute_id(app, machine))
+
+    def terminate(self, compute_id: str) -> None:
+        app, machine = wire.split_id(compute_id, self._default_app())
+        try:
+            self._machines().request(
+                "DELETE", _machine_path(app, machine), params={"force": "true"}
+            )
+        except NotFound:
+            return None  # already gone (or its app is): terminate is idempotent
+        return None
+
+    def wait_ready(self, compute_id: str, *, timeout_s: float = 600.0) -> Compute:
+        """Long-poll ``/wait?state=started`` (60 s per call) until the machine runs.
+
+        A 408 only means that one wait ran out: keep waiting until ``timeout_s``,
+        then raise ``Timeout``. ``ProviderError`` if the machine fails or is destroyed.
+        """
+        app, machine = wire.split_id(compute_id, self._default_app())
+        cid = wire.compute_id(app, machine)
+        deadline = self._monotonic() + timeout_s
+        while True:
+            body = self._machines().request("GET", _machine_path(app, machine))
+            compute = wire.compute_from_wire(body, app)
+            if compute.ready:
+                return compute
+            if compute.status in ("failed", "terminated"):
+                raise ProviderError(
+                    f"machine {cid} is {body.get('state')}; it will not become ready",
+                    provider=self.name, raw=compute.raw,
+                )
+            remaining = deadline - self._monotonic()
+            if remaining <= 0:
+                raise Timeout(
+                    f"machine {cid} not started after {timeout_s:g}s "
+                    f"(state {body.get('state')})",
+                    provider=self.name,
+                    hint=f"raise timeout_s, or check the image starts (fly logs -a {app})",
+                )
+            try:
+                self._wait_state(app, machine, "started", remaining)
+            except (Timeout, TransportError):
+                continue  # that wait ran out (408) or the long poll broke: look again
+            except RateLimited as exc:
+                self._sleep(min(exc.retry_after or 1.0, max(0.0, deadline - self._monotonic())))
+                continue
+            except (ProviderError, ValidationError) as exc:
+                if exc.status is not None and (exc.status >= 500 or exc.status == 400):
+                    self._sleep(min(1.0, max(0.0, deadline - self._monotonic())))
+                    continue  # e.g. 400: not waitable from its state; the GET tells why
+                raise
+
+    # -- catalog ----------------------------------------------------------------------
+    def list_gpu_types(self) -> list[GpuType]:
+        """Fly's GPUs: prices from the static table (``raw["static"] is True``: Fly has no
+        price API), regions and stock live from ``POST /v1/platform/placements``.
+
+        ``stock="none"`` with no regions means Fly cannot place that GPU for this org now
+        (Fly has deprecated GPU Machines; see ``prices.GPU_SERVICE_NOTE``).
+        """
+        client, org = self._machines(), self._org_slug()
+
+        def where(row: prices.GpuPrice) -> Any:
+            return client.request("POST", "/v1/platform/placements",
+                                  json=wire.placements_body(row, org), idempotent=True)
+
+        # One question per GPU kind; asked together, so the catalog costs one round trip.
+        with ThreadPoolExecutor(len(prices.GPU_PRICES), "atlas-fly-placements") as pool:
+            answers = list(pool.map(where, prices.GPU_PRICES))
+        return wire.gpu_types(prices.GPU_PRICES, answers)
+
+    # -- internals --------------------------------------------------------------------
+    def _machines(self) -> HttpClient:
+        return self.client("machines")
+
+    def _default_app(self) -> str | None:
+        app = self._app or provider_setting(self.name, "default_app")
+        return wire.check_app(app) if app else None
+
+    def _require_app(self, app: Any) -> str:
+        app = app or self._default_app()
+        if not app:
+            raise ValidationError(f"no Fly app to spawn the machine in; {_APP_HINT}")
+        return wire.check_app(app)
+
+    def _org_slug(self) -> str:
+        return str(self._org or provider_setting(self.name, "org_slug") or DEFAULT_ORG)
+
+    def _app_names(self) -> list[str]:
+        body = self._machines().request("GET", "/v1/apps", params={"org_slug": self._org_slug()})
+        return wire.app_names(body)
+
+    def _ensure_app(self, app: str, org: str) -> None:
+        """Create ``app`` in ``org`` unless it exists; a lost create is checked, not replayed."""
+        client = self._machines()
+        try:
+            client.request("GET", f"/v1/apps/{quote(app, safe='')}")
+            return
+        except NotFound:
+            pass
+        try:
+            client.request("POST", "/v1/apps", json={"name": app, "org_slug": org},
+                           idempotent=False)
+        except (TransportError, Timeout, ValidationError, ProviderError) as exc:
+            # Lost answer, or "name taken" (by us in a lost try, or by someone else).
+            try:
+                client.request("GET", f"/v1/apps/{quote(app, safe='')}")
+            except NotFound:
+                raise exc from None
+
+    def _wait_state(self, app: str, machine: str, state: str, budget_s: float,
+                    *, version: str = "") -> Any:
+        """One ``/wait`` call of at most 60 s (never retried: a 408 is the caller's to handle)."""
+        seconds = max(1, min(WAIT_CAP_S, math.ceil(budget_s)))
+        params = {"state": state, "timeout": seconds, "version": version or None}
+        return self._machines().request(
+            "GET", f"{_machine_path(app, machine)}/wait", params=params, retry=_ONE_SHOT,
+            timeout=httpx.Timeout(seconds + 15.0, connect=10.0),
+        )
+
+    def _create(self, app: str, body: dict[str, Any], name: str, marker: str) -> Compute:
+        """Send a create at most ``CREATE_ATTEMPTS`` times, never twice for one machine.
+
+        Before each retry (after a transport error, a 5xx or an answer without an id)
+        the machine is looked up by name + metadata marker; a 4xx other than 429 is final.
+        """
+        client = self._machines()
+        path = f"/v1/apps/{quote(app, safe='')}/machines"
+        last: AtlasError | None = None
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                response = client.send("POST", path, json=body, idempotent=False)
+            except (TransportError, Timeout) as exc:
+                last = exc
+            else:
+                answer = decode(response)
+                if response.is_success and isinstance(answer, dict) and answer.get("id"):
+                    return wire.compute_from_wire(answer, app)
+                if response.is_success:
+                    last = ProviderError("create answered without a machine id",
+                                         provider=self.name, raw=answer)
+                else:
+                    last = self._create_error(client.error(response.status_code, answer,
+                                                           response.headers), body)
+                    if isinstance(last, RateLimited):  # refused, so nothing was created
+                        self._sleep(min(last.retry_after or 1.0, _RATE_WAIT_MAX_S))
+                        continue
+                    if response.status_code < 500:
+                        raise last
+            found = self._find_created(app, name, marker)
+            if found is not None:
+                return found
+            if attempt < CREATE_ATTEMPTS:
+                self._sleep(0.5 * 2 ** (attempt - 1))
+        assert last is not None
+        last.hint = f"no machine named {name!r} was created in {app}; it is safe to try again"
+        raise last
+
+    def _create_error(self, exc: AtlasError, body: Mapping[str, Any]) -> AtlasError:
+        """Name the regions that do offer a GPU when Fly reports no capacity."""
+        if wire.error_kind(exc.raw) != "insufficient_capacity":
+            return exc
+        guest = body.get("config", {}).get("guest", {})
+        row = prices.gpu_price(str(guest.get("gpu_kind") or ""))
+        where = body.get("region") or "the nearest region"
+        hint = (f"try region_hints={list(row.regions)} (where Fly lists {row.kind})"
+                if row else "try another region with region_hints=[...]")
+        return ProviderError(f"Fly has no capacity for this machine in {where}: {exc.message}",
+                             provider=self.name, status=exc.status, raw=exc.raw, hint=hint)
+
+    def _find_created(self, app: str, name: str, marker: str) -> Compute | None:
+        try:
+            body = self._machines().request("GET", f"/v1/apps/{quote(app, safe='')}/machines")
+        except AtlasError as exc:
+            exc.hint = (f"a create's answer was lost and the lookup failed: check "
+                        f"list_compute(name={name!r}) before spawning again")
+            raise
+        for machine in wire.machines_from_wire(body):
+            if wire.is_our_create(machine, name=name, marker=marker):
+                return wire.compute_from_wire(machine, app)
+        return None
+
+
+def _machine_path(app: str, machine: str) -> str:
+    return f"/v1/apps/{quote(app, safe='')}/machines/{quote(machine, safe='')}"

@@ -1,0 +1,382 @@
+"""Fly Machines wire translation: pure functions and status maps, no I/O.
+
+Shapes follow Fly's Machines OpenAPI document (``CreateMachineRequest``,
+``fly.MachineConfig``, ``fly.MachineGuest``, ``fly.MachineService``, ``Machine``,
+``ErrorResponse``). A compute id is ``"{app}/{machine_id}"``: a machine id alone
+does not say which app's URL to call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from ...errors import Unsupported, ValidationError
+from ...gpus import GPUS, from_provider_id, provider_id
+from ...models import Compute, ComputeRequest, GpuType, PortMapping
+from ..base import strip_secrets
+from . import prices, sizes
+
+PROVIDER = "fly"
+MARKER_KEY = "atlas_request_id"
+"""``config.metadata`` key carrying a per-create marker, so a lost create can be found."""
+
+OPTION_KEYS = frozenset({"app", "create_app", "org"})
+"""``provider_opts`` keys the provider reads; every other key is merged into the body."""
+
+MACHINE_STATUS: dict[str, str] = {
+    # persistent
+    "created": "provisioning",
+    "started": "running",
+    "stopped": "stopped",
+    "suspended": "stopped",
+    "failed": "failed",
+    # transient
+    "creating": "provisioning",
+    "starting": "provisioning",
+    "restarting": "provisioning",
+    "updating": "provisioning",
+    "replacing": "provisioning",
+    "stopping": "stopped",
+    "suspending": "stopped",
+    "destroying": "terminated",
+    "launch_failed": "failed",
+    # terminal
+    "destroyed": "terminated",
+    # Version-only terminal states: the queried *version* is gone, the machine may live on.
+    "replaced": "unknown",
+    "migrated": "unknown",
+}
+"""Machine ``state`` -> ``Compute.status``; anything else is ``unknown``.
+
+The spec's ``Machine.state`` is a free string. The states are those of the wait
+endpoint's ``state`` enum and the list filter's description in the spec, plus
+Fly's states table (superfly/docs@5c22c8ce:machines/machine-states.html.markerb):
+persistent ``created started stopped suspended failed``; transient ``creating
+starting stopping restarting suspending destroying launch_failed updating
+replacing``; terminal ``destroyed replaced migrated``. A transient state maps to
+where it is heading (``stopping`` -> stopped, ``destroying`` -> terminated).
+"""
+
+WAIT_PSEUDO_STATES = frozenset({"settled"})
+"""Wait targets that are not machine states (``settled``: any persistent state)."""
+
+_APP_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+# -- auth and ids -----------------------------------------------------------------------
+def authorization(token: str) -> str:
+    """The ``Authorization`` value flyctl would send for ``token``.
+
+    A token already carrying ``FlyV1 `` or ``Bearer `` is sent verbatim; a macaroon
+    (``fm1r_``/``fm2_``..., possibly a comma-separated chain) gets ``FlyV1 ``;
+    anything else is a bearer token (superfly/fly-go tokens.go ``normalized()``).
+    """
+    token = token.strip()
+    if token.startswith(("FlyV1 ", "Bearer ")):
+        return token
+    if token.startswith(("fm1r_", "fm1a_", "fm2_")):
+        return f"FlyV1 {token}"
+    return f"Bearer {token}"
+
+
+def check_app(app: Any) -> str:
+    """``app`` if it is a valid Fly app name, else a ``ValidationError`` saying why."""
+    if not isinstance(app, str) or not _APP_RE.match(app):
+        raise ValidationError(
+            f"Fly app name {app!r} is not valid; use lowercase letters, digits and dashes "
+            "(e.g. provider_opts={'app': 'my-app'})"
+        )
+    return app
+
+
+def compute_id(app: str, machine_id: str) -> str:
+    """The ``Compute.id`` of a machine: ``"{app}/{machine_id}"``."""
+    return f"{app}/{machine_id}"
+
+
+def split_id(value: Any, default_app: str | None) -> tuple[str, str]:
+    """``(app, machine_id)`` from ``"{app}/{machine_id}"``, or a bare id in ``default_app``."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("compute id must be a non-empty string like 'my-app/<machine id>'")
+    app, sep, machine = value.strip().rpartition("/")
+    if not sep:
+        if default_app is None:
+            raise ValidationError(
+                f"Fly compute id {value!r} names no app; pass 'my-app/{value}' "
+                "(ids from spawn_compute have that form) or set providers.fly.default_app"
+            )
+        app = default_app
+    if not _ID_RE.match(machine):
+        raise ValidationError(f"{machine!r} is not a Fly machine id")
+    return check_app(app), machine
+
+
+# -- requests ---------------------------------------------------------------------------
+def services(request: ComputeRequest) -> list[dict[str, Any]]:
+    """``fly.MachineService`` per port, in the app's shared address space.
+
+    The first HTTP port takes ``https://{app}.fly.dev`` (443 with TLS, 80 plain);
+    further HTTP ports get TLS on their own number (``https://{app}.fly.dev:{port}``).
+    TCP and UDP ports are passed through on their own number.
+    """
+    out: list[dict[str, Any]] = []
+    first_http = True
+    for port in request.ports:
+        if port.protocol == "http" and first_http:
+            first_http = False
+            ports: list[dict[str, Any]] = [
+                {"port": 443, "handlers": ["tls", "http"]},
+                {"port": 80, "handlers": ["http"], "force_https": True},
+            ]
+        elif port.protocol == "http":
+            ports = [{"port": port.internal, "handlers": ["tls", "http"]}]
+        else:
+            ports = [{"port": port.internal}]
+        out.append({"protocol": "udp" if port.protocol == "udp" else "tcp",
+                    "internal_port": port.internal, "ports": ports})
+    return out
+
+
+def _region(request: ComputeRequest) -> str | None:
+    """The first region hint; for a GPU, the first hint (else region) that offers it."""
+    hints = list(request.region_hints)
+    if request.gpu is None:
+        return hints[0] if hints else None
+    row = prices.gpu_price(provider_id(request.gpu, PROVIDER))
+    offered = row.regions if row else ()
+    return next((h for h in hints if h in offered), hints[0] if hints else
+                (offered[0] if offered else None))
+
+
+def _refuse(request: ComputeRequest) -> None:
+    """Requests Fly Machines cannot express: say what to do instead."""
+    if request.spot:
+        raise Unsupported(
+            "fly does not offer spot machines through atlas_nb", provider=PROVIDER,
+            hint="spawn with spot=False",
+        )
+    if request.template_id:
+        raise ValidationError("Fly has no templates; pass image='registry/name:tag'")
+    if request.volume_gb or request.network_volume_id:
+        raise ValidationError(
+            "Fly volumes are created separately and mounted by id: drop volume_gb/"
+            "network_volume_id and pass provider_opts={'config': {'mounts': "
+            "[{'volume': 'vol_...', 'path': '/data'}]}}"
+        )
+    if request.cloud_type == "community":
+        raise ValidationError("Fly has no community cloud; drop cloud_type")
+
+
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` laid over it; nested dicts merge, everything else replaces."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def create_body(request: ComputeRequest, *, name: str, marker: str) -> dict[str, Any]:
+    """``CreateMachineRequest``; ``provider_opts`` (minus ``app``/``create_app``/``org``)
+    merged last, so ``{"config": {"auto_destroy": True}}`` reaches the config."""
+    _refuse(request)
+    spec = sizes.guest(request)
+    if request.max_price_per_hour is not None:
+        cost = price_of(spec)
+        if cost > request.max_price_per_hour:
+            raise ValidationError(
+                f"this Fly machine costs ${cost:.4f}/h (static price table), above "
+                f"max_price_per_hour={request.max_price_per_hour:g}; raise it or ask for less"
+            )
+    config: dict[str, Any] = {
+        "image": request.image,
+        "guest": spec,
+        "env": dict(request.env),
+        "metadata": {MARKER_KEY: marker},
+    }
+    if request.ports:
+        config["services"] = services(request)
+    if request.container_disk_gb:
+        config["rootfs"] = {"size_gb": request.container_disk_gb}
+    body: dict[str, Any] = {"name": name, "config": config}
+    region = _region(request)
+    if region:
+        body["region"] = region
+    extra = {k: v for k, v in request.provider_opts.items() if k not in OPTION_KEYS}
+    return deep_merge(body, extra)
+
+
+def price_of(spec: Mapping[str, Any]) -> float:
+    """A ``fly.MachineGuest``'s price per hour from the static table (0.0 if unknown)."""
+    return prices.machine_price_per_hour(
+        str(spec.get("cpu_kind") or "shared"),
+        _int(spec.get("cpus"), 1),
+        _int(spec.get("memory_mb"), 256),
+        _str(spec.get("gpu_kind")),
+        _int(spec.get("gpus"), 0),
+    )
+
+
+# -- responses --------------------------------------------------------------------------
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _datetime(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def ports_from_wire(app: str, config: Mapping[str, Any]) -> tuple[PortMapping, ...]:
+    """One ``PortMapping`` per service: HTTP on ``https://{app}.fly.dev[:port]``,
+    TCP/UDP as ``tcp://{app}.fly.dev:{port}`` (the app's public addresses)."""
+    out = []
+    for service in map(_map, _list(config.get("services"))):
+        internal = service.get("internal_port")
+        if not isinstance(internal, int) or not 0 < internal < 65536:
+            continue
+        public = [p for p in map(_map, _list(service.get("ports")))
+                  if isinstance(p.get("port"), int)]
+        web = [p for p in public if "http" in _list(p.get("handlers"))]
+        host = f"{app}.fly.dev"
+        if web:
+            tls = [p for p in web if "tls" in _list(p.get("handlers"))]
+            port = (tls or web)[0]["port"]
+            scheme = "https" if tls else "http"
+            default = 443 if tls else 80
+            url = f"{scheme}://{host}" + ("" if port == default else f":{port}")
+            out.append(PortMapping(internal=internal, external=port, protocol="http", url=url))
+        elif public:
+            proto = "udp" if str(service.get("protocol", "")).lower() == "udp" else "tcp"
+            port = public[0]["port"]
+            out.append(PortMapping(internal=internal, external=port, protocol=proto,
+                                   url=f"{proto}://{host}:{port}"))
+    return tuple(out)
+
+
+def compute_from_wire(machine: Mapping[str, Any], app: str) -> Compute:
+    """A ``Machine`` as a ``Compute``; ``raw`` is the machine minus ``config.env``."""
+    config = _map(machine.get("config"))
+    spec = _map(config.get("guest"))
+    kind = _str(spec.get("gpu_kind"))
+    gpu_type = (from_provider_id(PROVIDER, kind)[0] or kind) if kind else None
+    state = str(machine.get("state") or "")
+    return Compute(
+        id=compute_id(app, str(machine.get("id") or "")),
+        provider=PROVIDER,
+        status=MACHINE_STATUS.get(state, "unknown"),
+        ports=ports_from_wire(app, config),
+        gpu_type=gpu_type,
+        gpu_count=_int(spec.get("gpus"), 1) if kind else 0,
+        cost_per_hour=price_of(spec) if spec else 0.0,
+        region=_str(machine.get("region")),
+        image=_str(config.get("image")),
+        name=_str(machine.get("name")),
+        created_at=_datetime(machine.get("created_at")),
+        raw=strip_secrets(dict(machine)),
+    )
+
+
+def machines_from_wire(body: Any) -> list[Mapping[str, Any]]:
+    """The machines of a list answer (a JSON array of ``Machine``)."""
+    return [m for m in _list(body) if isinstance(m, Mapping)]
+
+
+def app_names(body: Any) -> list[str]:
+    """App names from ``ListAppsResponse``."""
+    return [str(a["name"]) for a in map(_map, _list(_map(body).get("apps"))) if _str(a.get("name"))]
+
+
+def is_our_create(machine: Mapping[str, Any], *, name: str, marker: str) -> bool:
+    """Whether ``machine`` is the one a create (name + metadata marker) asked for."""
+    if machine.get("name") != name or machine.get("state") in ("destroying", "destroyed"):
+        return False
+    metadata = _map(_map(machine.get("config")).get("metadata"))
+    return bool(metadata.get(MARKER_KEY) == marker)
+
+
+def matches(compute: Compute, *, status: str | None, name: str | None, gpu: str | None,
+            region: str | None) -> bool:
+    """The ``list_compute`` filters; ``gpu`` is canonical, a family name matches its members."""
+    if status is not None and compute.status != status:
+        return False
+    if name is not None and not (compute.name or "").startswith(name):
+        return False
+    if region is not None and compute.region != region:
+        return False
+    if gpu is not None:
+        have = GPUS.get(compute.gpu_type or "")
+        if have is None or (have.name != gpu and not (GPUS[gpu].family == gpu == have.family)):
+            return False
+    return True
+
+
+def error_kind(body: Any) -> str | None:
+    """The ``ErrorResponse.status`` code (``insufficient_capacity``...), if any."""
+    return _str(_map(body).get("status"))
+
+
+def placements_body(row: prices.GpuPrice, org: str) -> dict[str, Any]:
+    """``main.getPlacementsRequest`` asking where one machine with ``row``'s GPU fits."""
+    return {"org_slug": org, "compute": sizes.gpu_guest(row.kind)}
+
+
+def _stock(total: int) -> str:
+    return "none" if total <= 0 else "low" if total < 3 else "medium" if total < 10 else "high"
+
+
+def gpu_types(
+    table: Iterable[prices.GpuPrice] = prices.GPU_PRICES, placements: Iterable[Any] | None = None
+) -> list[GpuType]:
+    """The static GPU price table as ``GpuType``s; ``raw`` says where each figure is from.
+
+    With ``placements`` (one ``main.getPlacementsResponse`` per row, in order), regions
+    and stock are the live ones: the regions where Fly can place the GPU now.
+    """
+    rows = list(table)
+    live = list(placements) if placements is not None else [None] * len(rows)
+    out = []
+    for row, answer in zip(rows, live, strict=True):
+        raw: dict[str, Any] = {"static": True, "source": row.source, "as_of": row.as_of,
+                               "gpu_kind": row.kind, "note": prices.GPU_SERVICE_NOTE}
+        regions, stock = row.regions, None
+        if answer is not None:
+            places = map(_map, _list(_map(answer).get("regions")))
+            found = [(str(p["region"]), _int(p.get("count"), 0))
+                     for p in places if _str(p.get("region"))]
+            regions = tuple(sorted(r for r, n in found if n > 0))
+            stock = _stock(sum(n for _r, n in found))
+            raw["placements"] = strip_secrets(dict(_map(answer)))
+        out.append(GpuType(
+            provider=PROVIDER,
+            id=row.kind,
+            canonical=row.canonical,
+            display_name=row.display,
+            memory_gb=float(row.memory_gb),
+            gpu_count=1,
+            price_per_hour=row.price_per_hour,
+            stock=stock,
+            regions=regions,
+            raw=raw,
+        ))
+    return out
