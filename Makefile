@@ -18,7 +18,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Re-install when the dependencies change; the stamp lives inside the venv it describes.
 STAMP := $(VENV)/.atlas-nb-installed
-EXTRAS ?= dev,notebook
+EXTRAS ?= dev,notebook,sandbox
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 

@@ -99,7 +99,7 @@ def client_for(http: HttpOption = None) -> httpx.Client:
         if isinstance(http, Mapping):
             key = jsonlib.dumps(dict(http), sort_keys=True, default=repr)
             client = _by_options.get(key)
-            if client is None:
+            if client is None or client.is_closed:
                 opts = {"timeout": DEFAULT_TIMEOUT, "limits": DEFAULT_LIMITS,
                         "cookies": _NoCookies(), **http}
                 client = _closed_at_exit(httpx.Client(**opts))
@@ -224,6 +224,7 @@ class HttpClient:
         self.base_url = base_url.rstrip("/")
         self._headers = dict(headers or {})
         self._secrets = tuple(s for s in secrets if s)
+        self._http = http
         self._client = client_for(http)
         _install_log_filter()
         self.retry = retry or RetryPolicy()
@@ -288,12 +289,16 @@ class HttpClient:
         url = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
         replayable = method in _IDEMPOTENT_METHODS if idempotent is None else idempotent
         policy = (retry or self.retry) if replayable else NO_RETRY
-        merged = {**self._headers, **(headers or {})}
-        clean_params = {k: v for k, v in (params or {}).items() if v is not None}
+        merged = {**self._headers, **headers} if headers else self._headers
+        clean_params = {k: v for k, v in params.items() if v is not None} if params else None
         attempt = 0
         while True:
             attempt += 1
             started = time.perf_counter()
+            if self._client.is_closed and not isinstance(self._http, httpx.Client):
+                # A pooled client closed by its atexit handler: later atexit cleanups
+                # (the orchestrator's terminates) still need one.
+                self._client = client_for(self._http)
             try:
                 response = self._client.request(
                     method, url, json=json, content=content, params=clean_params or None,

@@ -5,6 +5,8 @@ function that registers its parser with ``set_defaults(func=...)`` and one entry
 in ``COMMANDS``; the function it points at takes the parsed args and returns the
 exit code.
 
+    atlas-nb init [--ipython] [--force]               write the config file and private dirs
+    atlas-nb upgrade [--dry-run]                      run the config (and ledger) migrations
     atlas-nb sandbox [--port N] [--host 127.0.0.1]    run the emulated clouds in the foreground
     atlas-nb reap [--dry-run] [--provider P]          terminate what dead sessions left behind
 """
@@ -114,7 +116,44 @@ def _add_reap(subparsers: Subparsers) -> None:
     add_parser(subparsers)
 
 
-COMMANDS: list[Callable[[Subparsers], None]] = [_add_sandbox, _add_reap]
+def _add_init(subparsers: Subparsers) -> None:
+    """``atlas-nb init [--ipython] [--force]``: see ``atlas_nb.init_cli``."""
+    from .init_cli import add_parser
+
+    add_parser(subparsers)
+
+
+def _cmd_upgrade(args: argparse.Namespace) -> int:
+    from .errors import AtlasError
+    from .migrations import upgrade
+
+    try:
+        steps = upgrade(dry_run=args.dry_run)
+    except (AtlasError, OSError) as exc:
+        print(f"atlas-nb upgrade: {exc}", file=sys.stderr)
+        return 1
+    for step in steps:
+        print(step.line())
+    return 0
+
+
+def _add_upgrade(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "upgrade",
+        help="migrate the config file (and the ledger) to this version's schema",
+        description=(
+            "Run the pending versioned migrations of the config file (recording its "
+            "schema_version) and of the orchestrator ledger. Safe to run again: a file at "
+            "the current schema is left alone. A config file from a newer atlas_nb is "
+            "refused, never downgraded."
+        ),
+    )
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be migrated; write nothing")
+    p.set_defaults(func=_cmd_upgrade)
+
+
+COMMANDS: list[Callable[[Subparsers], None]] = [_add_init, _add_upgrade, _add_sandbox, _add_reap]
 """Registrars, one per sub-command, in help order."""
 
 

@@ -42,7 +42,7 @@ def run(provider: str = "runpod") -> int:
                                   ports=[(8000, "http")], auth="bearer", name="atlas-demo")
         print(f"  {pod.id} is {pod.status}; ${pod.cost_per_hour:.2f}/h")
         assert pod.auth is not None
-        print(f"  token hash {pod.auth.hash[:16]}… (the token itself is shown once, never logged)")
+        print(f"  token hash {(pod.auth.hash or '')[:16]}… (the token is shown once, never logged)")
         try:
             pod = atlas.wait_ready(pod.id, provider=provider, timeout_s=60,
                                    on_progress=lambda c: print(f"  … {c.status}"))

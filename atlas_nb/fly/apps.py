@@ -77,7 +77,9 @@ def discover_apps(path: str | os.PathLike[str], max_depth: int = 1) -> list[tupl
         folder, depth = stack.pop()
         try:
             st = folder.stat()  # follows symlinks: the real folder's identity
-        except OSError:
+        except OSError as exc:
+            warnings.warn(f"skipping {folder}: cannot read it ({type(exc).__name__})",
+                          FlyAppsWarning, stacklevel=2)
             continue
         ident = (st.st_dev, st.st_ino)
         if ident in seen:  # a symlink loop, or two links to one folder

@@ -234,9 +234,12 @@ class LogStreams:
     """The streamers of a process, one per (app, connection). ``subscribe_logs`` uses a default.
 
     Args:
-        http / base_url / token / tokens: connection defaults (see ``LogsClient``);
-            ``subscribe`` can override ``http``, ``base_url`` and ``token`` per call.
-        min_wait_s / max_wait_s: the empty-page backoff (flyctl: 64 ms -> ~4 s).
+        http: connection default (see ``LogsClient``); ``subscribe`` can override it.
+        base_url: connection default (see ``LogsClient``); ``subscribe`` can override it.
+        token: connection default (see ``LogsClient``); ``subscribe`` can override it.
+        tokens: the token source (see ``LogsClient``).
+        min_wait_s: the first empty-page backoff (flyctl: 64 ms).
+        max_wait_s: the longest empty-page backoff (flyctl: ~4 s).
         max_errors: consecutive failures before a stream gives up.
         buffer_size: recent entries kept per app (backfill for late subscribers).
         dedupe_window: how many recent ids are remembered for dedupe.

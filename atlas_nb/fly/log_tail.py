@@ -13,6 +13,7 @@ from .log_events import LogBatch, LogEvent, LogsStopped
 
 if TYPE_CHECKING:
     from .log_streamer import LogStreams
+    from .log_subscription import LogSubscription
 
 __all__ = ["LogTail"]
 
@@ -40,6 +41,11 @@ class LogTail:
 
     def __repr__(self) -> str:
         return f"LogTail(app={self._sub.app!r}, queued={len(self._items)})"
+
+    @property
+    def subscription(self) -> LogSubscription:
+        """The underlying subscription (``wait()``, ``stopped``, ``active``)."""
+        return self._sub
 
     def _on_event(self, event: LogEvent) -> None:
         with self._cond:

@@ -28,7 +28,7 @@ from urllib.parse import quote
 from .. import telemetry
 from .._http import HttpClient, HttpOption, RetryPolicy
 from ..config import resolve_base_url
-from ..errors import NotFound, Unauthorized, UnknownError, ValidationError
+from ..errors import AtlasError, NotFound, Unauthorized, UnknownError, ValidationError
 from ..models import LogEntry
 from .auth_header import authorization
 from .tokens import FixedToken, TokenSource, default_chain
@@ -235,12 +235,16 @@ class LogsClient:
         token = self.tokens.get(app)
         try:
             body = self._client(token).request("GET", path, params=params, timeout=timeout)
-        except Unauthorized:
+        except Unauthorized as refused:
             # The token may be stale or revoked: drop every cached layer, resolve a fresh
             # one and try exactly once more (a second 401 is the caller's to report).
             self.tokens.invalidate(app, rejected=token)
-            fresh = self.tokens.get(app)
-            telemetry.emit("fly.logs.reauth", {"app": app, "same_token": fresh == token})
+            try:
+                fresh = self.tokens.get(app)
+            except AtlasError:
+                telemetry.emit("fly.logs.reauth", {"app": app, "fresh_token": False})
+                raise refused from None  # the server's 401 says more than "no token left"
+            telemetry.emit("fly.logs.reauth", {"app": app, "fresh_token": fresh != token})
             try:
                 body = self._client(fresh).request("GET", path, params=params, timeout=timeout)
             except NotFound as exc:

@@ -119,8 +119,10 @@ class TokenChain:
             ``use_store=False`` turns the layer off.
         config_file: flyctl's config (default ``token_sources.fly_config_path()``);
             ``use_config_file=False`` turns the layer off.
-        use_cli / cli_path / cli_env / cli_timeout_s: the CLI step; ``cli_path`` is the
-            PATH searched for ``fly``/``flyctl`` (default: the process PATH).
+        use_cli: whether the CLI step (``fly tokens create``) runs.
+        cli_path: the PATH searched for ``fly``/``flyctl`` (default: the process PATH).
+        cli_env: the environment the CLI runs with (default: this process's).
+        cli_timeout_s: how long the CLI may take.
         expiry: ``--expiry`` for minted tokens (Go duration), also their cache lifetime.
         org: the org passed to ``fly tokens create readonly`` (default: flyctl's choice).
         env: where env vars are read (default ``os.environ``, read on every call).

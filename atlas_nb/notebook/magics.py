@@ -60,9 +60,9 @@ class AtlasMagics(Magics, Configurable):
         """Reads a key at a hidden prompt (``%atlas login``); replaceable in tests."""
 
     @validate("idle_ttl", "catalog_ttl")
-    def _non_negative(self, proposal: Any) -> float:
-        if proposal["value"] is None:
-            return None  # type: ignore[return-value]
+    def _non_negative(self, proposal: Any) -> float | None:
+        if proposal["value"] is None:  # idle_ttl only: the orchestrator's default applies
+            return None
         value = float(proposal["value"])
         if value < 0:
             raise TraitError(f"AtlasMagics.{proposal['trait'].name} must be >= 0, got {value}")

@@ -12,9 +12,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..models import Compute
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the models load pydantic: not at %load_ext time
+    from ..models import Compute
     from ..orchestrator import CostSummary, Event, ReapReport, Subscription, TrackedCompute
 
 __all__ = [
@@ -29,15 +28,28 @@ __all__ = [
     "subscribe",
     "touch",
     "tracked",
+    "use",
     "watch_sandbox",
 ]
 
 _lock = threading.Lock()
 _sandboxed: dict[str, set[str]] = {}  # sandbox URL -> ids tracked while it was active
 _watch: Any = None
+_override: Any = None
+
+
+def use(orchestrator: Any = None) -> None:
+    """Route the magics and panels to ``orchestrator`` (an ``Orchestrator``); ``None``
+    goes back to the process default (``atlas_nb.orchestrator.default()``)."""
+    global _override
+    with _lock:
+        _override = orchestrator
 
 
 def _orch() -> Any:
+    with _lock:
+        if _override is not None:
+            return _override
     from .. import orchestrator
 
     return orchestrator
@@ -51,9 +63,7 @@ def spawn(**fields: Any) -> Compute:
 
 def tracked() -> list[TrackedCompute]:
     """Snapshots of every tracked compute, oldest first."""
-    from .. import orchestrator
-
-    snaps: list[TrackedCompute] = orchestrator.tracked()
+    snaps: list[TrackedCompute] = _orch().tracked()
     return snaps
 
 
@@ -100,8 +110,9 @@ def watch_sandbox(url: str, clouds: Iterable[str]) -> None:
             with _lock:
                 _sandboxed.setdefault(url, set()).add(event.compute_id)
 
+    watch = subscribe("*", on_event)
     with _lock:
-        previous, _watch = _watch, subscribe("*", on_event)
+        previous, _watch = _watch, watch
     if previous is not None:
         previous.unsubscribe()
 

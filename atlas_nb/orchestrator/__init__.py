@@ -22,7 +22,7 @@ What it guarantees (see each module for the details):
   (``ledger``), so nothing survives a crash unrecorded.
 * **The reaper** terminates owned resources whose owner is provably dead (at once),
   unknown owned ones past a grace period, stopped ones too, and never anything else
-  (``reaper``); ``reap_now(dry_run=True)`` or ``atlas-nb reap --dry-run`` plans only.
+  (``reconcile``, ``reaper``); ``reap_now(dry_run=True)`` or ``atlas-nb reap --dry-run`` plans only.
 * **Kernel scope**: kernel shutdown/restart, atexit and SIGTERM terminate every tracked
   compute (``kernel``); after kill -9 the next start or reap does.
 * **Budget**: ``max_hourly_spend`` / ``max_total_spend`` refuse a spawn with
@@ -39,11 +39,11 @@ import threading
 from typing import Any
 
 from ..models import Compute, ComputeRequest
-from .budget import BudgetExceeded
+from .budget import BudgetExceeded, CostSummary
 from .events import Callback, Event, Subscription
 from .naming import new_session_id
-from .orchestrator import CostSummary, Orchestrator
-from .reaper import ReapAction, ReapReport
+from .orchestrator import Orchestrator
+from .reconcile import ReapAction, ReapReport
 from .settings import Settings
 from .tracker import TrackedCompute
 

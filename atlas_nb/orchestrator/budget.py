@@ -28,7 +28,7 @@ from ..errors import AtlasError
 from ..gpus import GPUS
 from ..models import ComputeRequest, GpuType
 
-__all__ = ["Budget", "BudgetExceeded", "CatalogPrices", "estimate_price"]
+__all__ = ["Budget", "BudgetExceeded", "CatalogPrices", "CostSummary", "estimate_price"]
 
 _CATALOG_TTL_S = 600.0
 
@@ -80,6 +80,18 @@ class Budget:
                     f"${spent + price * horizon_h:.2f}, above max_total_spend={total:g}; "
                     "pass a shorter max_lifetime_ms or raise the cap",
                 )
+
+
+@dataclass(frozen=True)
+class CostSummary:
+    """Spend of one orchestrator, for dashboards. USD and USD/h."""
+
+    rate_per_hour: float
+    accrued_live: float
+    spent_total: float
+    max_hourly_spend: float | None
+    max_total_spend: float | None
+    per_compute: dict[str, float]
 
 
 def _matches(entry: GpuType, request: ComputeRequest) -> bool:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["ALL", "Callback", "Event", "EventBus", "EventKind", "Subscription"]
+__all__ = ["ALL", "Callback", "Event", "EventBus", "EventKind", "Outbox", "Subscription"]
 
 EventKind = Literal["status", "heartbeat", "terminating", "terminate_failed"]
 ALL = "*"
@@ -120,3 +121,38 @@ class EventBus:
                 callback(event)
             except Exception:
                 _log.exception("orchestrator event callback failed for %s", event)
+
+
+class Outbox:
+    """Events queued in transition order (``put`` is called under the state lock) and
+    published by ``drain`` outside it, one drainer at a time, in order. A callback that
+    causes more events in the same thread has them published by the drain already
+    running, after the current batch, instead of recursing."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+        self._queue: deque[Event] = deque()
+        self._lock = threading.Lock()
+        self._dispatching = threading.Lock()
+        self._local = threading.local()
+
+    def put(self, events: Iterable[Event]) -> None:
+        with self._lock:
+            self._queue.extend(events)
+
+    def drain(self) -> None:
+        if getattr(self._local, "draining", False):
+            return
+        with self._dispatching:
+            self._local.draining = True
+            try:
+                while True:
+                    with self._lock:
+                        if not self._queue:
+                            return
+                        batch = list(self._queue)
+                        self._queue.clear()
+                    for event in batch:
+                        self._bus.publish(event)
+            finally:
+                self._local.draining = False

@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ _targets: weakref.WeakSet[Orchestrator] = weakref.WeakSet()
 _installed: set[str] = set()
 _pid = 0
 _MARK = "_atlas_nb_cleanup"
+ATEXIT_DEADLINE_S = 10.0
 
 
 def installed() -> frozenset[str]:
@@ -83,15 +85,23 @@ def install(orchestrator: Orchestrator) -> frozenset[str]:
 
 
 def cleanup_all(reason: str, *, parallel: bool) -> dict[str, list[str]]:
-    """Shut every registered orchestrator down; session id -> ids left behind."""
+    """Shut every registered orchestrator down within one shared deadline (the smallest
+    ``shutdown_deadline_s``, or 10 s for the sequential atexit pass); returns session id ->
+    the ids left behind (they stay in the ledger for the next reap)."""
     if _pid != os.getpid():
         return {}  # a forked child must not terminate its parent's computes
     with _lock:
         targets = list(_targets)
+    if not targets:
+        return {}
+    budget = (min(o.settings.shutdown_deadline_s for o in targets) if parallel
+              else ATEXIT_DEADLINE_S)
+    end = time.monotonic() + budget
     left: dict[str, list[str]] = {}
     for orch in targets:
         try:
-            left[orch.session_id] = orch._cleanup(reason, parallel=parallel)
+            left[orch.session_id] = orch.shutdown(
+                reason, parallel=parallel, deadline_s=max(0.0, end - time.monotonic()))
         except Exception:  # one orchestrator's failure must not spare the others
             _log.exception("orchestrator cleanup (%s) failed", reason)
     return left

@@ -14,47 +14,27 @@ import os
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from .. import config, facade, telemetry
 from ..errors import AtlasError, NotFound, ProviderError, UnknownError, ValidationError
-from ..models import Compute, ComputeRequest
+from ..models import COMPUTE_STATUSES, Compute, ComputeRequest
 from ..providers import Provider, resolve
 from . import owner as owners
-from .budget import Budget, CatalogPrices, estimate_price
-from .events import ALL, Callback, Event, EventBus, Subscription
+from .budget import Budget, CatalogPrices, CostSummary, estimate_price
+from .events import ALL, Callback, EventBus, Outbox, Subscription
 from .ledger import FILENAME, Ledger, safe
 from .naming import compute_name, new_session_id
-from .reaper import ReapAction, ReapInputs, ReapReport, plan
-from .settings import Settings, from_config
+from .reaper import Reaper
+from .reconcile import ReapReport
+from .settings import Settings, check_cost, from_config
+from .terminate import terminate_with_backoff
 from .tracker import Record, TrackedCompute, Tracker
 
-__all__ = ["CostSummary", "Orchestrator"]
+__all__ = ["Orchestrator"]
 
 _log = logging.getLogger("atlas_nb.orchestrator")
-_ATEXIT_DEADLINE_S = 10.0
-_REAP_WORKERS = 8
-
-
-@dataclass(frozen=True)
-class CostSummary:
-    """Spend of one orchestrator, for dashboards. USD and USD/h."""
-
-    rate_per_hour: float
-    accrued_live: float
-    spent_total: float
-    max_hourly_spend: float | None
-    max_total_spend: float | None
-    per_compute: dict[str, float]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc) if isinstance(exc, AtlasError) else f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())[:300]
 
 
 def _compute_id(compute: Compute | str) -> str:
@@ -64,29 +44,22 @@ def _compute_id(compute: Compute | str) -> str:
     return cid
 
 
-def _ms(value: Any, what: str) -> int | None:
-    """A millisecond limit: ``None`` stays None (use the default), 0 disables it."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"{what}={value!r}: pass milliseconds >= 0 (0 disables it)")
-    return value
-
-
 class Orchestrator:
     """Tracks computes it spawns and guarantees they end: idle TTL, max lifetime, budget,
     explicit stop, kernel shutdown/restart, process exit, or (after a kill -9) the next
     reap of the ledger.
 
     Args:
-        clock: epoch seconds (default ``time.time``); ``sleep``: waits between retries.
+        clock: epoch seconds (default ``time.time``).
+        sleep: waits between retries.
         providers: name -> Provider instance (or class) to use instead of the registry.
         ledger_path: the SQLite ledger (default ``config.data_dir()/orchestrator.sqlite3``).
         session_id: 8 hex digits (default: fresh); must be unique among live orchestrators.
         background: run the daemon heartbeat/reaper thread once started.
         kernel_hooks: install the kernel-shutdown / atexit / SIGTERM cleanup on first use.
-        Other keyword arguments override the config file's ``orchestrator:`` section
-        (see ``settings.Settings``); ``idle_ttl_ms=0`` disables the idle TTL.
+        settings: use these instead of the config file's ``orchestrator:`` section.
+        **overrides: override single settings of the config file's ``orchestrator:``
+            section (see ``settings.Settings``); ``idle_ttl_ms=0`` disables the idle TTL.
     """
 
     def __init__(
@@ -119,18 +92,19 @@ class Orchestrator:
         self._tracker = Tracker()
         self._lock = self._tracker.lock
         self._bus = EventBus()
-        self._outbox: deque[Event] = deque()
-        self._dispatching = threading.RLock()
-        self._local = threading.local()
+        self._outbox = Outbox(self._bus)
         self._state_lock = threading.Lock()
-        self._reap_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._background = background
         self._kernel_hooks = kernel_hooks
         self._started = False
         self._closed = False
-        self._last_reap: float | None = None
+        self._reaper = Reaper(
+            ledger=self.ledger, settings=self.settings, session_id=self.session_id,
+            clock=self._clock, provider_named=self._provider_named, tracked=self._tracked_sets,
+            terminate=lambda p, cid, attempts: self._terminate_upstream(p, cid,
+                                                                        attempts=attempts))
         self._telemetry_id = f"atlas_nb.orchestrator.{self.session_id}.{id(self):x}"
 
     def __repr__(self) -> str:
@@ -219,11 +193,6 @@ class Orchestrator:
         with self._lock:
             return [r.id for r in self._tracker.records()]
 
-    def _cleanup(self, reason: str, *, parallel: bool) -> list[str]:
-        """What the kernel/atexit/SIGTERM hooks run: shutdown within the right deadline."""
-        deadline = self.settings.shutdown_deadline_s if parallel else _ATEXIT_DEADLINE_S
-        return self.shutdown(reason, parallel=parallel, deadline_s=deadline)
-
     # -- spawning ---------------------------------------------------------------------
     def spawn(
         self,
@@ -250,15 +219,8 @@ class Orchestrator:
         if request is not None and fields:
             request = ComputeRequest(**{**request.model_dump(), **fields})
         req = request if request is not None else ComputeRequest(**fields)
-        ttl = _ms(idle_ttl_ms, "idle_ttl_ms")
-        ttl = ttl if ttl is not None else req.idle_ttl_ms
-        ttl = (ttl if ttl is not None else self.settings.idle_ttl_ms) or None
-        lifetime = _ms(max_lifetime_ms, "max_lifetime_ms")
-        lifetime = (lifetime if lifetime is not None else self.settings.max_lifetime_ms) or None
-        given: Any = cost_per_hour
-        if given is not None and (isinstance(given, bool) or not isinstance(given, (int, float))
-                                  or given < 0):
-            raise ValidationError(f"cost_per_hour={cost_per_hour!r}: pass USD per hour >= 0")
+        ttl, lifetime = self.settings.limits(idle_ttl_ms, req.idle_ttl_ms, max_lifetime_ms)
+        check_cost(cost_per_hour)
         p = self._provider(provider, api_key, base_url, http)
         name = compute_name(self.settings.name_prefix, self.session_id, req.name)
         req = req.model_copy(update={"name": name, "idle_ttl_ms": ttl})
@@ -293,8 +255,8 @@ class Orchestrator:
                         last_activity=now, idle_ttl_ms=ttl, max_lifetime_ms=lifetime,
                         cost_per_hour=rate)
         with self._lock:
-            self._outbox.extend(self._tracker.add(record))
-        self._drain()
+            self._outbox.put(self._tracker.add(record))
+        self._outbox.drain()
         return compute
 
     def _spawn_failed(self, p: Provider, name: str, exc: BaseException) -> None:
@@ -388,16 +350,17 @@ class Orchestrator:
             total = self.settings.max_total_spend
             if total is not None and self._tracker.spent(now) >= total:
                 due = [(cid, "budget") for cid in self._tracker.running_ids()]
-            self._outbox.extend(beats)
-        self._drain()
+            self._outbox.put(beats)
+        self._outbox.drain()
         for cid, reason in due:
             self._terminate(cid, reason)
         for cid in retry:
             self._terminate(cid, "retry")
         if self._started:
             safe(self.ledger.touch_session, self.session_id, now)
-        if reap or (reap is None and (self._last_reap is None
-                                      or now - self._last_reap >= self.settings.reap_interval_s)):
+        last = self._reaper.last_run
+        if reap or (reap is None and (last is None
+                                      or now - last >= self.settings.reap_interval_s)):
             try:
                 self.reap_now()
             except AtlasError as exc:
@@ -410,8 +373,8 @@ class Orchestrator:
         """Drive one tracked compute to its end; ``None`` if it was already ending."""
         with self._lock:
             record, events = self._tracker.begin_terminate(cid, reason, self._clock())
-            self._outbox.extend(events)
-        self._drain()
+            self._outbox.put(events)
+        self._outbox.drain()
         if record is None:
             return None
         ok, err = self._terminate_upstream(record.provider, cid, deadline)
@@ -422,145 +385,55 @@ class Orchestrator:
         else:
             safe(self.ledger.record_terminate_failed, record.name, now, why, err or "failed")
         with self._lock:
-            self._outbox.extend(self._tracker.finish_terminate(
+            self._outbox.put(self._tracker.finish_terminate(
                 cid, ok, err, now, retry_after_s=self.settings.reap_interval_s))
-        self._drain()
+        self._outbox.drain()
         return ok, err
 
     def _terminate_upstream(self, p: Provider, cid: str, deadline: float | None = None,
                             attempts: int | None = None) -> tuple[bool, str | None]:
-        """``terminate`` with exponential backoff; never raises."""
-        attempts = attempts or self.settings.terminate_attempts
-        err: str | None = None
-        for attempt in range(attempts):
-            try:
-                facade.terminate(cid, provider=p)
-                return True, None
-            except Exception as exc:
-                err = _one_line(exc)
-            wait = self.settings.terminate_backoff_s * 2 ** attempt
-            if attempt == attempts - 1 or (deadline is not None
-                                           and time.monotonic() + wait >= deadline):
-                break
-            self._sleep(wait)
-        return False, err
+        return terminate_with_backoff(
+            p, cid, attempts=attempts or self.settings.terminate_attempts,
+            backoff_s=self.settings.terminate_backoff_s, sleep=self._sleep, deadline=deadline)
 
     def _on_telemetry(self, event: str, data: Mapping[str, Any]) -> None:
-        """Any facade call on a tracked compute counts as activity; a terminate made
-        outside the orchestrator ends the tracking."""
+        """Any facade call on a tracked compute counts as activity (and a ``get`` refreshes
+        its status); a terminate made outside the orchestrator, or a ``get`` that finds it
+        terminated, ends the tracking."""
         cid = data.get("id")
         if not event.startswith("compute.") or event == "compute.spawn" or not isinstance(
                 cid, str):
             return
         now = self._clock()
+        status = data.get("status") if event == "compute.get" else None
         with self._lock:
             record = self._tracker.get(cid)
             if record is None or record.compute.provider != data.get("provider"):
                 return
-            if event != "compute.terminate" or record.state != "running":
+            if isinstance(status, str) and status in COMPUTE_STATUSES:
+                self._tracker.observe_status(cid, status)
+            ended = event == "compute.terminate" or status == "terminated"
+            if not ended or record.state != "running":
                 self._tracker.touch(cid, now)
                 return
             _, events = self._tracker.begin_terminate(cid, "external", now)
             events += self._tracker.finish_terminate(cid, True, None, now, 0.0)
-            self._outbox.extend(events)
+            self._outbox.put(events)
         safe(self.ledger.record_terminated, record.name, now, "external")
-        self._drain()
-
-    # -- events -----------------------------------------------------------------------
-    def _drain(self) -> None:
-        """Publish queued events in order, outside the tracker lock. A callback that
-        causes more events (same thread) has them published by the loop already running."""
-        if getattr(self._local, "draining", False):
-            return
-        with self._dispatching:
-            self._local.draining = True
-            try:
-                while True:
-                    with self._lock:
-                        if not self._outbox:
-                            return
-                        batch = list(self._outbox)
-                        self._outbox.clear()
-                    for event in batch:
-                        self._bus.publish(event)
-            finally:
-                self._local.draining = False
+        self._outbox.drain()
 
     # -- reaping ----------------------------------------------------------------------
     def reap_now(self, dry_run: bool = False, *, providers: Iterable[str] | None = None
                  ) -> ReapReport:
-        """Reconcile providers with the ledger now (see ``reaper``). ``dry_run`` only plans.
+        """Reconcile providers with the ledger now (see ``reconcile``). ``dry_run`` only
+        plans. ``providers`` limits the providers listed (default: ``reap_providers``, else
+        every provider the ledger mentions or this orchestrator tracks)."""
+        return self._reaper.run(dry_run, providers)
 
-        ``providers`` limits the providers listed (default: ``reap_providers``, else every
-        provider the ledger mentions or this orchestrator tracks)."""
-        with self._reap_lock:
-            now = self._clock()
-            if not dry_run:
-                self._last_reap = now
-            scope = self._reap_scope(providers)
-            listed: dict[str, list[Compute]] = {}
-            errors: dict[str, str] = {}
-            for name in sorted(scope):
-                try:
-                    listed[name] = list(self._provider_named(name).list_compute())
-                except Exception as exc:  # one provider failing must not stop the others
-                    errors[name] = _one_line(exc)
-            entries = self.ledger.open_entries(scope)
-            sessions = self.ledger.sessions()
-            with self._lock:  # after the ledger read: see the docstring of Tracker
-                names, ids = self._tracker.names_and_ids()
-            actions, kept = plan(ReapInputs(
-                prefix=self.settings.name_prefix, own_session=self.session_id, now=now,
-                grace_s=self.settings.grace_period_s, listed=listed, entries=entries,
-                tracked_names=frozenset(names), tracked_ids=frozenset(ids), sessions=sessions,
-                alive=owners.is_alive, known=self.ledger.states_by_name,
-                first_seen=lambda p, cids: self.ledger.first_seen(p, cids, now,
-                                                                  record=not dry_run),
-            ))
-            if dry_run:
-                return ReapReport(actions, kept=kept, errors=errors, dry_run=True)
-            return ReapReport(self._execute(actions), kept=kept, errors=errors)
-
-    def _reap_scope(self, providers: Iterable[str] | None) -> set[str]:
-        if providers is not None:
-            return set(providers)
-        if self.settings.reap_providers is not None:
-            return set(self.settings.reap_providers)
+    def _tracked_sets(self) -> tuple[set[str], set[str], set[str]]:
         with self._lock:
-            mine = self._tracker.providers()
-        return mine | self.ledger.providers()
-
-    def _execute(self, actions: list[ReapAction]) -> list[ReapAction]:
-        if not actions:
-            return []
-        with ThreadPoolExecutor(max_workers=min(_REAP_WORKERS, len(actions)),
-                                thread_name_prefix="atlas-reap") as pool:
-            return list(pool.map(self._execute_one, actions))
-
-    def _execute_one(self, action: ReapAction) -> ReapAction:
-        now = self._clock()
-        if action.action == "forget":
-            safe(self.ledger.record_terminated, action.name, now, "never_created")
-            return action.finished(True)
-        try:
-            p = self._provider_named(action.provider)
-        except AtlasError as exc:
-            return action.finished(False, _one_line(exc))
-        assert action.compute_id is not None
-        ok, err = self._terminate_upstream(p, action.compute_id, attempts=2)
-        entry = self.ledger.entry(action.name) if action.name else None
-        why = f"reaped: {action.reason}"
-        if entry is None and action.name:
-            safe(self.ledger.record_reaped, name=action.name, provider=action.provider,
-                 compute_id=action.compute_id, now=now, reason=why, error=err)
-        elif entry is not None and entry.state != "terminated":
-            if entry.compute_id is None:
-                safe(self.ledger.record_created, entry.name, action.compute_id, None)
-            if ok:
-                safe(self.ledger.record_terminated, entry.name, now, why)
-            else:
-                safe(self.ledger.record_terminate_failed, entry.name, now, why, err or "failed")
-        return action.finished(ok, err)
+            names, ids = self._tracker.names_and_ids()
+            return names, ids, self._tracker.providers()
 
     # -- providers --------------------------------------------------------------------
     def _provider(self, provider: Any, api_key: str | None, base_url: Any, http: Any

@@ -1,237 +1,118 @@
-"""The reaper's decisions: which resources to terminate, and why. Pure and fast.
+"""The reaper: one reconcile pass over the providers, the ledger and the tracked set.
 
-``plan`` reconciles what the providers list with what the ledger and this process
-track. Rules, in order:
-
-1. A name that is not an orchestrator name (``naming.owned_pattern``: our prefix, a
-   session id, a suffix) is never touched, not even reported.
-2. Tracked by this orchestrator (or being spawned by it): keep.
-3. A ledger entry in ``terminate_failed``: terminate again, whoever owns it.
-4. A ledger entry of this very session that is not tracked (a spawn that failed half
-   way): terminate.
-5. A ledger entry whose owner process is provably dead (``owner.is_alive`` is
-   ``False``: pid gone, zombie, or reused): terminate at once, by id, or by name when
-   the id was never recorded. An id-less entry with nothing listed under its name
-   is forgotten once ``intent_window_s`` has passed (the create never happened).
-6. Owner alive, or on another host: keep.
-7. A listed owned name whose ledger entry is closed (``terminated``) but which is
-   alive upstream: terminate again.
-8. A listed owned name no entry knows: its session, when the ledger knows it, decides
-   as in 5/6; otherwise it is terminated once older than ``grace_s`` (from its
-   ``created_at``, or from when a reaper here first saw it).
-
-Stopped resources count like running ones (they still bill storage).
-``plan`` does one dict lookup per listed resource: 10,000 listed with 1,000
-tracked reconcile in a few milliseconds (``bench/reaper_reconcile.py``).
+``Reaper.run`` lists each provider in scope, reads the ledger (after the listing, so a
+spawn recorded meanwhile is seen as owned), takes the tracked snapshot (after the
+ledger, so an entry of this session that is not in it really is untracked), asks
+``reconcile.plan`` what to do and, unless it is a dry run, does it: terminations in
+parallel with a short backoff, each recorded in the ledger (``terminated``, or
+``terminate_failed`` so the next pass retries it). One pass runs at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Literal
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
+from ..errors import AtlasError
 from ..models import Compute
-from .ledger import LedgerEntry, SessionRow
-from .naming import owned_pattern
-from .owner import Owner
+from ..providers import Provider
+from . import owner as owners
+from .ledger import Ledger, safe
+from .reconcile import ReapAction, ReapInputs, ReapReport, plan
+from .settings import Settings
+from .terminate import one_line
 
-__all__ = ["ReapAction", "ReapInputs", "ReapReport", "plan"]
+__all__ = ["Reaper"]
 
-Action = Literal["terminate", "forget", "keep"]
-
-
-@dataclass(frozen=True)
-class ReapAction:
-    """One decision. After a real run, ``done`` says whether it worked."""
-
-    provider: str
-    name: str | None
-    compute_id: str | None
-    action: Action
-    reason: str
-    status: str | None = None  # upstream status when listed
-    done: bool | None = None
-    error: str | None = None
-
-    def __str__(self) -> str:
-        what = f"{self.provider}:{self.compute_id or '?'} ({self.name or 'no name'})"
-        state = "" if self.done is None else " ok" if self.done else f" FAILED: {self.error}"
-        status = f" [{self.status}]" if self.status else ""
-        return f"{self.action:9} {what}{status} - {self.reason}{state}"
-
-    def finished(self, ok: bool, error: str | None = None) -> ReapAction:
-        return replace(self, done=ok, error=error)
+_WORKERS = 8
+_ATTEMPTS = 2  # per pass: a failure is retried by the next pass anyway
 
 
-class ReapReport(list[ReapAction]):
-    """The actions (``terminate`` and ``forget``) of one reap, plus what was kept and why.
+class Reaper:
+    """Runs reconcile passes for one orchestrator (its ledger, settings and session)."""
 
-    ``dry_run``: nothing was done. ``errors``: provider -> why its listing failed.
-    """
+    def __init__(
+        self, *, ledger: Ledger, settings: Settings, session_id: str,
+        clock: Callable[[], float], provider_named: Callable[[str], Provider],
+        tracked: Callable[[], tuple[set[str], set[str], set[str]]],
+        terminate: Callable[[Provider, str, int], tuple[bool, str | None]],
+    ) -> None:
+        self._ledger = ledger
+        self._settings = settings
+        self._session_id = session_id
+        self._clock = clock
+        self._provider_named = provider_named
+        self._tracked = tracked  # () -> (names, ids, providers) of what is tracked
+        self._terminate = terminate
+        self._lock = threading.Lock()
+        self.last_run: float | None = None
 
-    def __init__(self, actions: Iterable[ReapAction] = (), *, kept: Iterable[ReapAction] = (),
-                 errors: Mapping[str, str] | None = None, dry_run: bool = False) -> None:
-        super().__init__(actions)
-        self.kept = list(kept)
-        self.errors = dict(errors or {})
-        self.dry_run = dry_run
+    def run(self, dry_run: bool = False, providers: Iterable[str] | None = None) -> ReapReport:
+        """One pass; ``dry_run`` only plans. ``providers`` overrides the scope."""
+        with self._lock:
+            now = self._clock()
+            if not dry_run:
+                self.last_run = now
+            scope = self._scope(providers)
+            listed: dict[str, list[Compute]] = {}
+            errors: dict[str, str] = {}
+            for name in sorted(scope):
+                try:
+                    listed[name] = list(self._provider_named(name).list_compute())
+                except Exception as exc:  # one provider failing must not stop the others
+                    errors[name] = one_line(exc)
+            entries = self._ledger.open_entries(scope)
+            sessions = self._ledger.sessions()
+            names, ids, _ = self._tracked()
+            actions, kept = plan(ReapInputs(
+                prefix=self._settings.name_prefix, own_session=self._session_id, now=now,
+                grace_s=self._settings.grace_period_s, listed=listed, entries=entries,
+                tracked_names=frozenset(names), tracked_ids=frozenset(ids), sessions=sessions,
+                alive=owners.is_alive, known=self._ledger.states_by_name,
+                first_seen=lambda p, cids: self._ledger.first_seen(p, cids, now,
+                                                                   record=not dry_run),
+            ))
+            if dry_run:
+                return ReapReport(actions, kept=kept, errors=errors, dry_run=True)
+            return ReapReport(self._execute(actions), kept=kept, errors=errors)
 
-    @property
-    def terminated(self) -> list[ReapAction]:
-        """Terminations that worked."""
-        return [a for a in self if a.action == "terminate" and a.done]
+    def _scope(self, providers: Iterable[str] | None) -> set[str]:
+        if providers is not None:
+            return set(providers)
+        if self._settings.reap_providers is not None:
+            return set(self._settings.reap_providers)
+        return self._tracked()[2] | self._ledger.providers()
 
-    @property
-    def failed(self) -> list[ReapAction]:
-        """Terminations that failed (they stay in the ledger as ``terminate_failed``)."""
-        return [a for a in self if a.done is False]
+    def _execute(self, actions: list[ReapAction]) -> list[ReapAction]:
+        if not actions:
+            return []
+        with ThreadPoolExecutor(max_workers=min(_WORKERS, len(actions)),
+                                thread_name_prefix="atlas-reap") as pool:
+            return list(pool.map(self._execute_one, actions))
 
-    def lines(self) -> list[str]:
-        """Human-readable lines: what is (or would be) done, errors, and the kept count."""
-        verb = "would" if self.dry_run else "did"
-        out = [f"{verb}: {a}" for a in self]
-        out += [f"error: {p}: {e}" for p, e in sorted(self.errors.items())]
-        out.append(f"{len(self)} action(s), {len(self.kept)} owned resource(s) kept"
-                   + (" (dry run: nothing was changed)" if self.dry_run else ""))
-        return out
-
-    def __repr__(self) -> str:
-        return (f"ReapReport(actions={len(self)}, kept={len(self.kept)}, "
-                f"errors={sorted(self.errors)}, dry_run={self.dry_run})")
-
-
-@dataclass(frozen=True)
-class ReapInputs:
-    """Everything ``plan`` decides from (gathered by the orchestrator)."""
-
-    prefix: str
-    own_session: str
-    now: float
-    grace_s: float
-    listed: Mapping[str, Sequence[Compute]]  # providers whose listing succeeded
-    entries: Sequence[LedgerEntry]  # open ledger entries of the providers in scope
-    tracked_names: frozenset[str] = frozenset()
-    tracked_ids: frozenset[str] = frozenset()
-    sessions: Mapping[str, SessionRow] = field(default_factory=dict)
-    alive: Callable[[Owner], bool | None] = lambda owner: None
-    # name -> entry (any state), for listed owned names without an open entry
-    known: Callable[[list[str]], Mapping[str, LedgerEntry]] = lambda names: {}
-    # (provider, ids) -> first sighting time, for listed resources without created_at
-    first_seen: Callable[[str, list[str]], Mapping[str, float]] = lambda p, ids: {}
-    intent_window_s: float = 300.0
-
-
-def plan(inp: ReapInputs) -> tuple[list[ReapAction], list[ReapAction]]:
-    """``(actions, kept)`` for one reconcile; see the module docstring."""
-    pattern = owned_pattern(inp.prefix).match
-    liveness: dict[Owner, bool | None] = {}
-
-    def alive(owner: Owner) -> bool | None:
-        if owner not in liveness:
-            liveness[owner] = inp.alive(owner)
-        return liveness[owner]
-
-    by_id: dict[tuple[str, str], Compute] = {}
-    by_name: dict[str, tuple[str, Compute, str]] = {}  # name -> (provider, compute, session)
-    for provider, computes in inp.listed.items():
-        for listed in computes:
-            m = pattern(listed.name) if listed.name else None
-            if m is None or listed.status == "terminated":
-                continue  # rule 1: not ours to touch
-            by_id[(provider, listed.id)] = listed
-            by_name[m.string] = (provider, listed, m.group("session"))
-
-    actions: list[ReapAction] = []
-    kept: list[ReapAction] = []
-    handled: set[str] = set()
-    for e in inp.entries:
-        c = by_id.get((e.provider, e.compute_id)) if e.compute_id else None
-        if c is None:
-            hit = by_name.get(e.name)
-            c = hit[1] if hit is not None and hit[0] == e.provider else None
-        if c is not None and c.name:
-            handled.add(c.name)
-        cid = e.compute_id or (c.id if c is not None else None)
-        status = c.status if c is not None else None
-        reason = _entry_verdict(e, inp, alive)
-        if reason.startswith("keep:"):
-            kept.append(ReapAction(e.provider, e.name, cid, "keep", reason[5:], status))
-        elif cid is not None:
-            actions.append(ReapAction(e.provider, e.name, cid, "terminate", reason, status))
-        elif e.provider not in inp.listed:
-            kept.append(ReapAction(e.provider, e.name, None, "keep",
-                                   f"{reason}, but the id is unknown and the listing failed"))
-        elif inp.now - e.created_at >= inp.intent_window_s:
-            actions.append(ReapAction(e.provider, e.name, None, "forget",
-                                      f"{reason}; never created (nothing listed by its name)"))
-        else:
-            kept.append(ReapAction(e.provider, e.name, None, "keep",
-                                   f"{reason}; its create may still be in flight"))
-
-    rest = [(n, v) for n, v in by_name.items() if n not in handled]
-    unknown = [n for n, (_, c, _) in rest
-               if c.id not in inp.tracked_ids and n not in inp.tracked_names]
-    known = inp.known(unknown) if unknown else {}
-    undated: dict[str, list[str]] = {}
-    pending: list[tuple[str, Compute]] = []
-    for name, (provider, c, session) in rest:
-        if c.id in inp.tracked_ids or name in inp.tracked_names:
-            kept.append(ReapAction(provider, name, c.id, "keep", "tracked here", c.status))
-            continue
-        entry = known.get(name)
-        if entry is not None:  # rule 7 (open entries were all handled above)
-            actions.append(ReapAction(provider, name, c.id, "terminate",
-                                      f"ledger says {entry.state}, still listed", c.status))
-            continue
-        srow = inp.sessions.get(session)
-        if srow is not None:
-            verdict = alive(srow.owner)
-            if verdict is False:
-                actions.append(ReapAction(provider, name, c.id, "terminate",
-                                          f"owner dead ({_who(srow.owner)})", c.status))
+    def _execute_one(self, action: ReapAction) -> ReapAction:
+        now = self._clock()
+        if action.action == "forget":
+            safe(self._ledger.record_terminated, action.name, now, "never_created")
+            return action.finished(True)
+        try:
+            p = self._provider_named(action.provider)
+        except AtlasError as exc:
+            return action.finished(False, one_line(exc))
+        assert action.compute_id is not None
+        ok, err = self._terminate(p, action.compute_id, _ATTEMPTS)
+        entry = self._ledger.entry(action.name) if action.name else None
+        why = f"reaped: {action.reason}"
+        if entry is None and action.name:
+            safe(self._ledger.record_reaped, name=action.name, provider=action.provider,
+                 compute_id=action.compute_id, now=now, reason=why, error=err)
+        elif entry is not None and entry.state != "terminated":
+            if entry.compute_id is None:
+                safe(self._ledger.record_created, entry.name, action.compute_id, None)
+            if ok:
+                safe(self._ledger.record_terminated, entry.name, now, why)
             else:
-                kept.append(ReapAction(provider, name, c.id, "keep",
-                                       f"session {session} alive ({_who(srow.owner)})", c.status))
-            continue
-        if c.created_at is None:
-            undated.setdefault(provider, []).append(c.id)
-        pending.append((provider, c))
-    seen: dict[tuple[str, str], float] = {}
-    for provider, ids in undated.items():
-        for cid, at in inp.first_seen(provider, ids).items():
-            seen[(provider, cid)] = at
-    for provider, c in pending:  # rule 8: unknown to every ledger here
-        born = c.created_at.timestamp() if c.created_at is not None else seen.get(
-            (provider, c.id), inp.now)
-        age = inp.now - born
-        if age >= inp.grace_s:
-            actions.append(ReapAction(provider, c.name, c.id, "terminate",
-                                      f"unknown to the ledger, {age:.0f}s old (grace "
-                                      f"{inp.grace_s:g}s)", c.status))
-        else:
-            kept.append(ReapAction(provider, c.name, c.id, "keep",
-                                   f"unknown to the ledger, in grace period "
-                                   f"({inp.grace_s - age:.0f}s left)", c.status))
-    return actions, kept
-
-
-def _entry_verdict(e: LedgerEntry, inp: ReapInputs,
-                   alive: Callable[[Owner], bool | None]) -> str:
-    """Why to terminate an open entry, or ``"keep:<why>"``."""
-    if e.name in inp.tracked_names or (e.compute_id and e.compute_id in inp.tracked_ids):
-        return "keep:tracked here"
-    if e.state == "terminate_failed":
-        return "retry: terminate failed before"
-    if e.session_id == inp.own_session:
-        return "this session no longer tracks it"
-    verdict = alive(e.owner)
-    if verdict is False:
-        return f"owner dead ({_who(e.owner)})"
-    if verdict is None:
-        return f"keep:owner on another host ({e.host})"
-    return f"keep:owner alive ({_who(e.owner)})"
-
-
-def _who(owner: Owner) -> str:
-    return f"pid {owner.pid} on {owner.host}"
+                safe(self._ledger.record_terminate_failed, entry.name, now, why,
+                     err or "failed")
+        return action.finished(ok, err)

@@ -28,7 +28,7 @@ from typing import Any
 from ..errors import ValidationError
 from .naming import validate_prefix
 
-__all__ = ["Settings", "from_config"]
+__all__ = ["Settings", "check_cost", "from_config"]
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,37 @@ class Settings:
     terminate_backoff_s: float = 0.5
     shutdown_deadline_s: float = 2.0
 
+    def limits(self, idle_ttl_ms: Any, request_ttl_ms: int | None, max_lifetime_ms: Any
+               ) -> tuple[int | None, int | None]:
+        """A spawn's ``(idle TTL, max lifetime)`` in ms, ``None`` meaning none: the argument,
+        else the request's ``idle_ttl_ms``, else these settings; 0 disables either."""
+        ttl = _ms(idle_ttl_ms, "idle_ttl_ms")
+        ttl = ttl if ttl is not None else request_ttl_ms
+        ttl = ttl if ttl is not None else self.idle_ttl_ms
+        lifetime = _ms(max_lifetime_ms, "max_lifetime_ms")
+        lifetime = lifetime if lifetime is not None else self.max_lifetime_ms
+        return ttl or None, lifetime or None
+
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the non-``None`` overrides applied and validated."""
         given = {k: v for k, v in overrides.items() if v is not None}
         return _validated(replace(self, **given))
+
+
+def _ms(value: Any, what: str) -> int | None:
+    """A millisecond limit argument: ``None`` (use the default), or an int >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"{what}={value!r}: pass milliseconds >= 0 (0 disables it)")
+    return value
+
+
+def check_cost(value: Any) -> None:
+    """``cost_per_hour=`` must be ``None`` or USD per hour >= 0."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or value < 0):
+        raise ValidationError(f"cost_per_hour={value!r}: pass USD per hour >= 0")
 
 
 def _number(key: str, value: Any, *, integer: bool, minimum: float, positive: bool) -> Any:

@@ -218,15 +218,11 @@ class Tracker:
                    else [r for i in ids if (r := self._records.get(i)) is not None])
         return [_snapshot(r, now) for r in records]
 
-    def update_compute(self, compute: Compute) -> None:
-        record = self._records.get(compute.id)
-        if record is not None:
-            record.compute = replace_compute(record.compute, compute)
-
-
-def replace_compute(old: Compute, new: Compute) -> Compute:
-    """The fresher state, keeping the auth handle only the spawn answer carried."""
-    return new.model_copy(update={"auth": old.auth}) if old.auth and not new.auth else new
+    def observe_status(self, compute_id: str, status: str) -> None:
+        """Keep the last upstream status a facade call reported (for dashboards)."""
+        record = self._records.get(compute_id)
+        if record is not None and record.compute.status != status:
+            record.compute = record.compute.model_copy(update={"status": status})
 
 
 def _snapshot(r: Record, now: float) -> TrackedCompute:

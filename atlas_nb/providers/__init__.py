@@ -31,6 +31,10 @@ REGISTRY: dict[str, str] = {
 
 _ALIASES = {"lambda": "lambda_labs", "lambdalabs": "lambda_labs", "vastai": "vast", "fly.io": "fly"}
 _custom: dict[str, type[Any]] = {}
+# One reusable instance per ``shareable`` class: building a provider (and its HTTP
+# client) per facade call costs more than the rest of a get's local work.
+_shared_instances: dict[type[Any], Any] = {}
+_shared_by_name: dict[str, Any] = {}
 # Optional operations (stop/start, jobs, catalog) may be absent: the facade raises Unsupported.
 _CORE = ("name", "capabilities", "spawn_compute", "get_compute", "list_compute", "terminate")
 
@@ -38,6 +42,7 @@ _CORE = ("name", "capabilities", "spawn_compute", "get_compute", "list_compute",
 def register(name: str, cls: type[Any]) -> None:
     """Make ``provider=name`` resolve to ``cls`` (a class implementing ``Provider``)."""
     _custom[name] = cls
+    _shared_by_name.clear()
 
 
 def provider_class(name: str) -> type[Any]:
@@ -61,16 +66,35 @@ def resolve(
     base_url: Any = None,
     http: HttpOption = None,
 ) -> Provider:
-    """A provider instance from a name, a class or an instance."""
+    """A provider instance from a name, a class or an instance.
+
+    A registered class that declares ``shareable = True`` is built once and reused for
+    every call made without ``api_key``/``base_url``/``http`` (see ``BaseProvider``).
+    """
+    plain = api_key is None and base_url is None and http is None
+    if plain and type(provider) is str:
+        hit = _shared_by_name.get(provider)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
     from ..config import resolve_provider_name
 
     if provider is None or isinstance(provider, str):
         cls = provider_class(resolve_provider_name(provider))
-        instance = instantiate(cls, api_key=api_key, base_url=base_url, http=http)
-    elif isinstance(provider, type):
-        instance = instantiate(provider, api_key=api_key, base_url=base_url, http=http)
-    else:
-        instance = provider
+        share = plain and getattr(cls, "shareable", False) is True
+        instance = _shared_instances.get(cls) if share else None
+        if instance is None:
+            instance = _checked(instantiate(cls, api_key=api_key, base_url=base_url, http=http))
+            if share:
+                instance = _shared_instances.setdefault(cls, instance)
+        if share and type(provider) is str:
+            _shared_by_name[provider] = instance
+        return instance
+    if isinstance(provider, type):
+        return _checked(instantiate(provider, api_key=api_key, base_url=base_url, http=http))
+    return _checked(provider)
+
+
+def _checked(instance: Any) -> Provider:
     missing = [m for m in _CORE if not hasattr(instance, m)]
     if missing:
         raise ValidationError(

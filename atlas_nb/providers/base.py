@@ -156,7 +156,7 @@ def _clean(raw: Any, secrets: tuple[str, ...], leaves: frozenset[type]) -> bool:
         return True
     # Plain loops: all(<generator>) costs twice as much, and this is the hot path.
     if kind is dict:
-        for k, v in raw.items():  # noqa: SIM110
+        for k, v in raw.items():
             if not (_KEEP[k] and (type(v) in leaves or _clean(v, secrets, leaves))):
                 return False
         return True
@@ -223,6 +223,9 @@ class BaseProvider:
     apis: ClassVar[dict[str, str]] = {}
     CAPABILITIES: ClassVar[frozenset[str]] = frozenset()
     key_hint: ClassVar[str] = ""
+    shareable: ClassVar[bool] = False
+    """True if one instance may serve every facade call made without per-call options:
+    it keeps no per-call state, and ``client()`` re-resolves keys and URLs on each call."""
 
     def __init__(
         self,

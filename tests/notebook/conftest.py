@@ -59,20 +59,16 @@ def box() -> Iterator[Any]:
         yield sb
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def orch(tmp_path: Any) -> Iterator[Any]:
-    """A fresh default orchestrator per test (no daemon thread, no kernel hooks)."""
-    from atlas_nb import orchestrator
+    """Every test's magics and panels use a private orchestrator: its own ledger, no
+    daemon thread, no kernel hooks (so pytest's process is never hooked)."""
+    from atlas_nb.notebook import tracking
+    from atlas_nb.orchestrator import Orchestrator
 
-    orchestrator.shutdown()
-    instance = orchestrator.Orchestrator(session_id=orchestrator.session_id(),
-                                         background=False, kernel_hooks=False)
-    with orchestrator._lock:
-        orchestrator._default = instance
-        import os
-
-        orchestrator._default_pid = os.getpid()
+    instance = Orchestrator(ledger_path=tmp_path / "ledger.sqlite3", background=False,
+                            kernel_hooks=False)
+    tracking.use(instance)
     yield instance
+    tracking.use(None)
     instance.shutdown()
-    with orchestrator._lock:
-        orchestrator._default = None

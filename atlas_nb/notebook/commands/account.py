@@ -52,6 +52,10 @@ def login(call: Call) -> None:
     name = _check_provider(args.provider)
     if args.forget:
         config.set_session_key(name, None)
+        if name == "fly":
+            from ...fly import tokens
+
+            tokens.clear_manual(None)
         if args.save:
             removed = save_key(name, None)
             _note(f"{name}: key forgotten (also removed from {config.config_path()})"
@@ -65,6 +69,10 @@ def login(call: Call) -> None:
         _note(f"{name}: no key entered; nothing changed")
         return None
     config.set_session_key(name, key)
+    if name == "fly":  # Fly's logs and deploys resolve tokens through their own chain
+        from ...fly import tokens
+
+        tokens.set_manual(None, key)
     where = "kept in memory for this kernel"
     if args.save:
         path = save_key(name, key)
@@ -140,6 +148,9 @@ def sandbox(call: Call) -> None:
             _note(f"sandbox: already on at {active}")
         else:
             st.sandbox = sandbox_link.start()
+            from .. import tracking
+
+            tracking.watch_sandbox(st.sandbox.url, st.sandbox.clouds)
             _note(f"sandbox: started at {st.sandbox.url}; providers use it with sandbox keys "
                   "(%atlas sandbox off stops it)")
         return None

@@ -39,7 +39,8 @@ class CatalogPanel(Panel):
         providers: which catalogs to fetch (``"all"``, a name or a list).
         spawn_panel: the ``SpawnPanel`` a picked row prefills (shown below the table).
         on_pick: called with the picked row as a dict.
-        ttl / refresh: catalog cache age limit in seconds / refetch now.
+        ttl: catalog cache age limit in seconds.
+        refresh: refetch now.
         max_rows: rows shown in the table (the rest stay pickable).
     """
 

@@ -44,7 +44,8 @@ class JobPanel(Panel):
     """An input editor, **Submit**, a live table of streamed chunks, and **Cancel**.
 
     Args:
-        provider / endpoint: where jobs go (editable in the panel).
+        provider: where jobs go (editable in the panel).
+        endpoint: where jobs go (editable in the panel).
         input: the initial input (shown as JSON in the editor).
         stream: stream chunks into the table (else poll until the job is done).
         refresh_interval: seconds between status polls when not streaming.

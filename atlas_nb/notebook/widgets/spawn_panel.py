@@ -52,7 +52,11 @@ class SpawnPanel(Panel):
 
     Args:
         provider: the preselected provider (default: the first one).
-        gpu, image, ports, auth, name: initial field values.
+        gpu: the initial GPU field value.
+        image: the initial image field value.
+        ports: the initial ports field value.
+        auth: the initial auth field value.
+        name: the initial name field value.
         idle_ttl: minutes (``None``: the orchestrator's default).
         catalog: ``GpuType``s to price the GPU list (default: fetched, cached).
         tracked: spawn through the orchestrator (idle TTL, ended with the kernel).

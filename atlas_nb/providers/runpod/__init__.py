@@ -13,7 +13,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 from ..._http import decode
 from ...errors import (
@@ -62,6 +61,7 @@ class RunPod(BaseProvider):
          "webhooks"}
     )
     key_hint: ClassVar[str] = "pass api_key=, set RUNPOD_API_KEY, or add it to the config file"
+    shareable: ClassVar[bool] = True  # no per-call state: the facade may reuse one instance
 
     # -- computes ---------------------------------------------------------------------
     def spawn_compute(self, request: ComputeRequest) -> Compute:
@@ -136,7 +136,7 @@ class RunPod(BaseProvider):
     def _pod_path(compute_id: str) -> str:
         if not compute_id or not isinstance(compute_id, str):
             raise ValidationError("compute id must be a non-empty string")
-        return f"/v2/pods/{quote(compute_id, safe='')}"
+        return f"/v2/pods/{wire.segment(compute_id)}"
 
     def _graphql(self, query: str, variables: dict[str, Any] | None = None) -> Any:
         payload: dict[str, Any] = {"query": query}

@@ -12,7 +12,6 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -41,8 +40,8 @@ def _path(endpoint: str, op: str, job_id: str | None = None) -> str:
         raise ValidationError("endpoint missing: pass endpoint='<endpoint id>' or the Job itself")
     if job_id is not None and (not job_id or not isinstance(job_id, str)):
         raise ValidationError("job id must be a non-empty string")
-    tail = f"/{quote(job_id, safe='')}" if job_id is not None else ""
-    return f"/v2/{quote(endpoint, safe='')}/{op}{tail}"
+    tail = f"/{wire.segment(job_id)}" if job_id is not None else ""
+    return f"/v2/{wire.segment(endpoint)}/{op}{tail}"
 
 
 def run(client: HttpClient, request: JobRequest, *, sleep: Sleep) -> Job:

@@ -7,11 +7,14 @@ prices) and the serverless runtime API (``/v2/{endpoint}/run`` ...).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from ...errors import ValidationError
 from ...gpus import GPUS, from_provider_id, provider_id
@@ -63,6 +66,18 @@ RENT_SPOT_MUTATION = (
 
 
 # -- requests ---------------------------------------------------------------------------
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*")
+
+
+def segment(value: str) -> str:
+    """``value`` as one URL path segment (ids are plain: skip ``quote`` on the hot path)."""
+    if _PLAIN_SEGMENT.fullmatch(value):
+        return value
+    if value.strip(".") == "":  # "." and ".." would be resolved away by URL normalization
+        return value.replace(".", "%2E")
+    return quote(value, safe="")
+
+
 def port_specs(request: ComputeRequest) -> list[str]:
     """``["8000/http", "22/tcp"]``; RunPod exposes only http and tcp."""
     udp = [p.internal for p in request.ports if p.protocol == "udp"]
@@ -112,12 +127,14 @@ def _compute_config(request: ComputeRequest) -> dict[str, Any]:
     return {"gpu": {"id": provider_id(request.gpu, PROVIDER), "count": request.gpu_count}}
 
 
-def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` with ``extra`` laid over it; nested dicts merge, everything else replaces."""
+    if not extra:
+        return base
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
+            out[key] = deep_merge(dict(out[key]), value)
         else:
             out[key] = value
     return out
@@ -217,7 +234,9 @@ def _opt_float(value: Any) -> float | None:
 
 
 def _opt_int(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if type(value) is int:
+        return value
+    return int(value) if type(value) is float and math.isfinite(value) else None
 
 
 def _datetime(value: Any) -> datetime | None:
@@ -232,32 +251,43 @@ def _runtime_ports(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [p for p in ports if isinstance(p, Mapping)]
 
 
-def _parse_spec(spec: Any) -> tuple[int, str] | None:
-    port, _, proto = spec.strip().partition("/") if isinstance(spec, str) else ("", "", "")
+@functools.lru_cache(maxsize=256)  # the same few specs recur in every pod
+def _parse_spec(spec: str) -> tuple[int, str] | None:
+    port, _, proto = spec.strip().partition("/")
     if not port.isdigit() or not 0 < int(port) < 65536:
         return None
     return int(port), ("tcp" if proto.lower() == "tcp" else "http")
 
 
-def ports_from_wire(pod_id: str, pod: Mapping[str, Any]) -> tuple[PortMapping, ...]:
-    """HTTP ports get the RunPod proxy URL; TCP ports get ``tcp://ip:public`` once running."""
-    live = {(p.get("private"), str(p.get("type", "")).lower()): p for p in _runtime_ports(pod)}
+def ports_from_wire(
+    pod_id: str, specs: Any, live: list[Mapping[str, Any]]
+) -> tuple[PortMapping, ...]:
+    """HTTP ports get the RunPod proxy URL; TCP ports get ``tcp://ip:public`` once running.
+
+    ``specs`` is the pod's ``ports`` (``["8000/http", "22/tcp"]``), ``live`` its
+    ``runtime.ports``.
+    """
+    mapped_by = {(p.get("private"), str(p.get("type", "")).lower()): p for p in live}
     out = []
-    for spec in _list(pod.get("ports")):
-        parsed = _parse_spec(spec)
+    for spec in _list(specs):
+        parsed = _parse_spec(spec) if isinstance(spec, str) else None
         if parsed is None:
             continue
         port, proto = parsed
-        mapped = live.get((port, proto), {})
+        mapped = mapped_by.get(parsed, {})
         public = mapped.get("public")
-        public = public if isinstance(public, int) and 0 < public < 65536 else None
-        ip = _str(mapped.get("ip"))
-        if proto == "http":
-            url: str | None = f"https://{pod_id}-{port}.proxy.runpod.net"
-        else:  # reachable only once the pod runs and RunPod assigned a public port
-            url = f"tcp://{ip}:{public}" if ip and public else None
-        out.append(PortMapping(internal=port, external=public, protocol=proto, url=url))
+        public = public if type(public) is int and 0 < public < 65536 else None
+        out.append(_port(pod_id, port, proto, public, _str(mapped.get("ip"))))
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=1024)  # frozen results: a polled pod maps to the same objects
+def _port(pod_id: str, port: int, proto: str, public: int | None, ip: str | None) -> PortMapping:
+    if proto == "http":
+        url: str | None = f"https://{pod_id}-{port}.proxy.runpod.net"
+    else:  # reachable only once the pod runs and RunPod assigned a public port
+        url = f"tcp://{ip}:{public}" if ip and public else None
+    return PortMapping(internal=port, external=public, protocol=proto, url=url)
 
 
 def gpu_from_wire(gpu: Any) -> tuple[str | None, int]:
@@ -265,20 +295,26 @@ def gpu_from_wire(gpu: Any) -> tuple[str | None, int]:
     gid = _str(_map(gpu).get("id"))
     if gid is None:
         return None, 0
-    count = _opt_int(_map(gpu).get("count")) or 1
-    return from_provider_id(PROVIDER, gid)[0] or gid, max(count, 1)
+    count = _map(gpu).get("count")
+    return _gpu_name(gid), count if type(count) is int and count > 0 else 1
+
+
+@functools.lru_cache(maxsize=256)
+def _gpu_name(gid: str) -> str:
+    return from_provider_id(PROVIDER, gid)[0] or gid
 
 
 def compute_from_wire(pod: Mapping[str, Any]) -> Compute:
     """A REST v2 ``Pod`` as a ``Compute``; ``raw`` keeps the pod minus its env."""
     pod_id = str(pod.get("id") or "")
     gpu_type, gpu_count = gpu_from_wire(pod.get("gpu"))
+    live = _runtime_ports(pod)
     return Compute(
         id=pod_id,
         provider=PROVIDER,
         status=POD_STATUS.get(str(pod.get("status", "")).upper(), "unknown"),
-        public_ip=next(filter(None, (_str(p.get("ip")) for p in _runtime_ports(pod))), None),
-        ports=ports_from_wire(pod_id, pod),
+        public_ip=next((ip for p in live if (ip := _str(p.get("ip")))), None),
+        ports=ports_from_wire(pod_id, pod.get("ports"), live),
         gpu_type=gpu_type,
         gpu_count=gpu_count,
         cost_per_hour=to_float(pod.get("cost")),
@@ -324,20 +360,22 @@ def matches(compute: Compute, *, status: str | None, name: str | None, gpu: str 
 
 def job_from_wire(body: Any, endpoint: str, job_id: str | None = None) -> Job:
     """A serverless status answer as a ``Job`` (unknown statuses read as ``in_queue``)."""
-    data = _map(body)
+    data = body if type(body) is dict else _map(body)
     error = data.get("error")
-    if error is not None and not isinstance(error, str):
+    if error is not None and type(error) is not str:
         error = json.dumps(error, default=str)
+    status: Any = data.get("status")
     return Job(
         id=str(data.get("id") or job_id or ""),
         endpoint=endpoint,
         provider=PROVIDER,
-        status=JOB_STATUS.get(str(data.get("status", "")).upper(), "in_queue"),
+        status=(type(status) is str and JOB_STATUS.get(status))
+        or JOB_STATUS.get(str(status).upper(), "in_queue"),
         output=data.get("output"),
         error=error,
         execution_time_ms=_opt_int(data.get("executionTime")),
         delay_time_ms=_opt_int(data.get("delayTime")),
-        raw=strip_secrets(dict(data)),
+        raw=strip_secrets(data),
     )
 
 

@@ -196,6 +196,10 @@ class Vast(BaseProvider):
                 else:
                     last = client.error(response.status_code, answer, response.headers)
                     if wire.offer_vanished(last):
+                        # Our own earlier, lost create may be what took the offer, and
+                        # Vast's list may have lagged behind it: look once more first.
+                        if failures:
+                            return self._find_created(name, marker, name_is_ours)
                         return None
                     if not isinstance(last, RateLimited) and response.status_code < 500:
                         raise last

@@ -1,0 +1,80 @@
+"""``logs`` and ``deploy``: Fly.io platform operations."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sys
+from typing import Any
+
+from ...errors import ProviderError
+from ..call import Call, Result
+
+__all__ = ["deploy", "logs"]
+
+
+def logs(call: Call) -> Any:
+    """A live ``LogTail`` panel, or with --no-follow a DataFrame of what arrives."""
+    args = call.args
+    if not args.no_follow:
+        from ..widgets.log_tail import LogTail
+
+        return LogTail(args.app, region=args.region, instance=args.instance, level=args.level,
+                       grep=args.grep, max_lines=args.lines)
+    import pandas as pd
+
+    from ...fly import tail_logs
+    from ..widgets.log_tail import level_rank
+
+    floor = level_rank(args.level) if args.level else -1
+    needle = (args.grep or "").lower()
+    rows = []
+    with tail_logs(args.app, timeout_s=args.wait, max_entries=args.lines,
+                   region=args.region, instance=args.instance) as tail:
+        for e in tail:
+            if level_rank(e.level) >= floor and needle in e.message.lower():
+                rows.append((e.timestamp, e.level, e.region, e.instance, e.message))
+    return pd.DataFrame.from_records(
+        rows, columns=["timestamp", "level", "region", "instance", "message"])
+
+
+def deploy(call: Call) -> Any:
+    """Run ``fly deploy --remote-only``, printing its output; the cell fails if it does.
+
+    Ctrl-C kills the deploy's process group. With --background a ``DeployPanel``
+    follows it and the cell returns at once.
+    """
+    from ...fly import Deployment
+
+    args = call.args
+    deployment = Deployment(args.project, args.app_dir, args.ticket)
+    if args.background:
+        from ..widgets.deploy_panel import DeployPanel
+
+        panel = DeployPanel(deployment)
+        deployment.start()
+        return Result(deployment, panel)
+    events: queue.Queue[Any] = queue.Queue()
+    deployment.subscribe(events.put)
+    deployment.start()
+    result = None
+    try:
+        while result is None:
+            event = events.get()
+            line = getattr(event, "line", None)
+            if line is not None:
+                print(line)  # noqa: T201 - the deploy's own output, in the cell
+            else:
+                result = event
+    except KeyboardInterrupt:
+        deployment.cancel()
+        with contextlib.suppress(Exception):
+            deployment.wait(10.0)
+        print(f"deploy {deployment.ticket_id}: cancelled", file=sys.stderr)  # noqa: T201
+        raise
+    call.store(result)
+    print(str(result))  # noqa: T201 - the last line of the deploy's output
+    if not result.ok:
+        raise ProviderError(str(result), provider="fly",
+                            hint="the output above shows why; rerun with %atlas deploy")
+    return Result(result, None)
