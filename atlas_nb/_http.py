@@ -12,6 +12,7 @@ is never replayed; its caller must look the resource up before trying again.
 from __future__ import annotations
 
 import atexit
+import functools
 import json as jsonlib
 import logging
 import random
@@ -121,6 +122,13 @@ class _NoCookies(CookieJar):
 
     def add_cookie_header(self, request: Any) -> None:
         return None
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed(url: str) -> httpx.URL:
+    # httpx parses a URL string on every request (as long as the rest of a GET's local
+    # work); the same URLs recur (a polled pod, an endpoint's /run), and URLs are immutable.
+    return httpx.URL(url)
 
 
 def _closed_at_exit(client: httpx.Client) -> httpx.Client:
@@ -301,7 +309,7 @@ class HttpClient:
                 self._client = client_for(self._http)
             try:
                 response = self._client.request(
-                    method, url, json=json, content=content, params=clean_params or None,
+                    method, _parsed(url), json=json, content=content, params=clean_params,
                     headers=merged, timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
                 )
             except httpx.TransportError as exc:

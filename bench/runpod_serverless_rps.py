@@ -37,7 +37,7 @@ from atlas_nb import sandbox
 from atlas_nb.models import JOB_STATUSES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runpod_get_overhead import serving  # noqa: E402  (the shared sandbox runner)
+from runpod_get_overhead import serving  # the shared sandbox runner
 
 TARGET_VS_RAW = 0.9
 TARGET_VS_SDK = 1.0
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     saved = (list(root.handlers), root.level)
     import runpod  # the SDK under comparison; it configures logging on import
 
-    root.handlers[:], _ = saved[0], root.setLevel(saved[1])  # undo it: time HTTP, not logs
+    root.handlers[:] = saved[0]  # undo it: time HTTP, not log lines
+    root.setLevel(saved[1])
 
     with serving(args.server) as url:
         key = sandbox.sandbox_key("runpod")

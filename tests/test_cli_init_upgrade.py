@@ -3,6 +3,7 @@ console script, with a private config file, data dir and IPYTHONDIR per test."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import stat
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from atlas_nb import config
-from atlas_nb.cli import main
+from atlas_nb.cli import build_parser, main
 from atlas_nb.init_cli import CONFIG_TEMPLATE, EXTENSION_LINE
 from atlas_nb.migrations import (
     CONFIG_MIGRATIONS,
@@ -342,10 +343,21 @@ def test_console_script_init_then_upgrade(config_file: Path, ipython_dir: Path) 
     assert yaml.safe_load(config_file.read_text()) == {"schema_version": CONFIG_SCHEMA_VERSION}
 
 
-@pytest.mark.parametrize("command", ["init", "upgrade", "sandbox", "reap"])
+def _subcommands() -> list[str]:
+    parser = build_parser()
+    (subs,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(subs.choices)
+
+
+def test_init_and_upgrade_are_registered() -> None:
+    assert {"init", "upgrade", "sandbox", "reap"} <= set(_subcommands())
+
+
+@pytest.mark.parametrize("command", _subcommands())
 def test_every_subcommand_has_help(command: str) -> None:
     run = subprocess.run([*_cli(), command, "--help"], capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith(f"usage: atlas-nb {command}")
-    assert len(run.stdout.splitlines()) > 5
+    description = run.stdout.split("\n\n")[1]
+    assert len(description.split()) >= 8, f"`atlas-nb {command} --help` says too little"

@@ -207,3 +207,24 @@ def test_telemetry_for_fetch(events: list[Any]) -> None:
     fetched = [d for e, d in events if e == "fly.logs.fetch"]
     assert fetched and fetched[0]["count"] == 2 and fetched[0]["app"] == "a"
     assert all("fo1_secret_value" not in str(d) for _e, d in events)
+
+
+def test_non_json_success_is_an_unknown_error() -> None:
+    def server(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="<html>maintenance</html>")
+
+    with pytest.raises(UnknownError, match="not JSON"):
+        fetch_logs("a", token="t", base_url="https://x.test", http=httpx.MockTransport(server))
+
+
+def test_page_from_bytes_matches_page_from_wire() -> None:
+    import json
+
+    from atlas_nb.fly.logs import page_from_bytes
+
+    body = page(item(1), item(2, message=None), "junk")
+    from_bytes = page_from_bytes(json.dumps(body).encode(), "a")
+    from_dict = page_from_wire(body, "a")
+    assert from_bytes.entries == from_dict.entries
+    assert from_bytes.ids == from_dict.ids == ("id-1", "id-2")
+    assert from_bytes.next_token == from_dict.next_token

@@ -193,6 +193,27 @@ def test_sigkill_then_atlas_nb_reap(sb: Any, kernels: list[Kernel], tmp_path: Pa
     assert not ids & live_ids(sb)
 
 
+def test_cleanup_all_runs_every_registered_orchestrator_once(tmp_path: Path) -> None:
+    from orchestrator_support import FlakyProvider
+
+    from atlas_nb.orchestrator import Orchestrator, kernel
+
+    previous = signal.getsignal(signal.SIGTERM)
+    provider = FlakyProvider()
+    orchs = [Orchestrator(ledger_path=tmp_path / "l.sqlite3", providers={"mock": provider},
+                          background=False) for _ in range(2)]
+    try:
+        ids = {o.spawn(provider="mock", image="img:1").id for o in orchs for _ in range(2)}
+        assert "atexit" in kernel.installed()
+        left = kernel.cleanup_all("sigterm", parallel=True)
+        assert left == {o.session_id: [] for o in orchs}
+        assert provider.live() == []
+        assert {e.reason for e in orchs[0].ledger.entries() if e.compute_id in ids} == {"sigterm"}
+        assert kernel.cleanup_all("atexit", parallel=False) == {}  # shut down: forgotten
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # leave the test process as it was
+
+
 _HOOKS = textwrap.dedent("""
     import signal
     import atlas_nb, atlas_nb.orchestrator as orch

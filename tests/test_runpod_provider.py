@@ -18,7 +18,9 @@ import jsonschema
 import pytest
 
 import atlas_nb as atlas
-from atlas_nb import telemetry
+from atlas_nb import sandbox, telemetry
+from atlas_nb.facade import spawn_many
+from atlas_nb.providers import resolve
 from atlas_nb.providers.runpod import CREATE_ATTEMPTS, RunPod, wire
 
 KEY = "rp-test-key-0123456789"
@@ -648,3 +650,65 @@ def test_ctrl_c_during_a_stream_cancels_the_job(fake: FakeRunPod) -> None:
     with pytest.raises(KeyboardInterrupt):
         list(_stream(fake, rp, [{"status": "IN_PROGRESS", "stream": []}]))
     assert len(fake.sent("POST", r"/v2/ep1/cancel/.+")) == 1
+
+
+# -- parallel spawns ----------------------------------------------------------------------------
+def test_spawn_many_keeps_order_and_names(fake: FakeRunPod, rp: RunPod) -> None:
+    computes = spawn_many(count=5, provider=rp, gpu="h100", image="i:1", name="batch")
+    assert [c.name for c in computes] == [f"batch-{i}" for i in range(1, 6)]
+    assert len({c.id for c in computes}) == 5 and set(fake.pods) == {c.id for c in computes}
+    assert spawn_many(count=0, provider=rp, gpu="h100", image="i:1") == []
+
+
+@pytest.mark.parametrize(("args", "fields", "needle"), [
+    ({}, {"gpu": "h100", "image": "i:1"}, "either requests"),
+    ({"requests": [{"image": "i:1"}], "count": 2}, {}, "either requests"),
+    ({"count": -1}, {"image": "i:1"}, "count=-1"),
+    ({"count": 2, "max_workers": 0}, {"image": "i:1"}, "max_workers=0"),
+    ({"requests": [{"image": "i:1"}]}, {"gpu": "h100"}, "inside each request"),
+    ({"requests": [{"image": "i:1", "gpu": "h100"}, {"gpu": "h100"}]}, {}, "image"),
+])
+def test_spawn_many_validates_everything_before_sending(
+    fake: FakeRunPod, rp: RunPod, args: dict[str, Any], fields: dict[str, Any], needle: str
+) -> None:
+    with pytest.raises(atlas.ValidationError, match=needle):
+        spawn_many(provider=rp, **args, **fields)
+    assert fake.requests == []
+
+
+def test_spawn_many_undoes_a_failed_batch(fake: FakeRunPod, rp: RunPod) -> None:
+    fake.fault("POST", "/v2/pods", None, None, _refused(400), None)
+    with pytest.raises(atlas.ValidationError, match="refused"):
+        spawn_many(count=4, provider=rp, gpu="h100", image="i:1", max_workers=1)
+    assert len(fake.pods) == 3 and {p["status"] for p in fake.pods.values()} == {"TERMINATED"}
+
+
+def test_spawn_many_undoes_and_reraises_an_interrupt(fake: FakeRunPod, rp: RunPod) -> None:
+    def interrupt(request: httpx.Request) -> httpx.Response:
+        raise KeyboardInterrupt
+
+    fake.fault("POST", "/v2/pods", None, interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        spawn_many(count=3, provider=rp, gpu="h100", image="i:1", max_workers=1)
+    assert fake.pods and {p["status"] for p in fake.pods.values()} == {"TERMINATED"}
+
+
+# -- the hot path stays correct ----------------------------------------------------------------
+def test_the_facade_reuses_one_runpod_that_follows_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = resolve("runpod")
+    assert resolve("runpod") is shared and isinstance(shared, RunPod)
+    assert resolve("runpod", api_key="k") is not shared  # per-call options: a fresh one
+    monkeypatch.setenv("RUNPOD_API_KEY", "env-key-123456")
+    assert shared.api_key() == "env-key-123456"
+    assert shared.client("rest").base_url == "https://api.runpod.io"
+    sandbox.attach("http://sandbox.test")
+    assert shared.api_key() == sandbox.sandbox_key("runpod")
+    assert shared.client("serverless").base_url == "http://sandbox.test/runpod/serverless"
+
+
+def test_cookies_are_never_kept_between_calls(fake: FakeRunPod, rp: RunPod) -> None:
+    fake.fault("GET", "/v2/pods", lambda r: httpx.Response(
+        200, json={"pods": []}, headers={"set-cookie": "session=abc123; Path=/"}))
+    rp.list_compute()
+    rp.list_compute()
+    assert all("cookie" not in r.headers for r in fake.requests)

@@ -163,7 +163,7 @@ def test_spawn_many_runs_in_parallel_within_16_connections(sb: Sandbox) -> None:
     try:
         assert [c.name for c in computes] == [f"many-{i}" for i in range(1, 41)]
         stats = sb.stats()
-        assert 1 < stats["max_concurrent_requests"]
+        assert stats["max_concurrent_requests"] > 1
         assert stats["max_concurrent_connections"] <= 16
     finally:
         for c in computes:

@@ -312,3 +312,46 @@ def test_is_our_create_needs_the_marker_when_env_is_there() -> None:
     bare = {"name": "n", "status": "RUNNING"}
     assert wire.is_our_create(bare, name="n", marker="m", name_is_ours=True)
     assert not wire.is_our_create(bare, name="n", marker="m", name_is_ours=False)
+
+
+# -- regressions found by fuzzing -------------------------------------------------------------
+@pytest.mark.parametrize("count", [float("inf"), float("nan"), -2, True, "2", 2.0])
+def test_odd_gpu_counts_read_as_one(count: Any) -> None:
+    c = wire.compute_from_wire({"id": "p", "gpu": {"id": "NVIDIA H100 80GB HBM3", "count": count}})
+    assert c.gpu_count == (2 if count == 2.0 and type(count) is float else 1)
+
+
+@pytest.mark.parametrize("status", [["COMPLETED"], {"a": 1}, 3, None, "completed"])
+def test_odd_job_statuses_never_raise(status: Any) -> None:
+    job = wire.job_from_wire({"id": "j", "status": status, "executionTime": float("inf")}, "ep")
+    assert job.status == ("completed" if status == "completed" else "in_queue")
+    assert job.execution_time_ms is None
+
+
+_status_values = st.one_of(st.text(max_size=12), st.sampled_from(list(wire.JOB_STATUS)), _json)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.sampled_from(["id", "status", "output", "error", "delayTime",
+                                        "executionTime", "token"]), _status_values, max_size=7))
+def test_any_job_shape_translates_without_raising(body: dict[str, Any]) -> None:
+    job = wire.job_from_wire(body, "ep", "fallback-id")
+    assert job.status in JOB_STATUSES and job.id and "token" not in job.raw
+
+
+def test_nested_secrets_are_stripped_and_clean_parts_shared() -> None:
+    pod = {"id": "p", "status": "RUNNING", "env": {"K": "v"},
+           "ssh": {"proxy": {"host": "ssh.runpod.io", "token": "t0k"}},
+           "runtime": {"ports": [{"private": 22, "public": 4022, "type": "tcp", "ip": "1.2.3.4"}]}}
+    raw = wire.compute_from_wire(pod).raw
+    assert "env" not in raw and raw["ssh"] == {"proxy": {"host": "ssh.runpod.io"}}
+    assert raw["runtime"] is pod["runtime"]  # nothing secret in it: shared, not copied
+    assert pod["env"] == {"K": "v"} and "token" in pod["ssh"]["proxy"]  # input untouched
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("pod_abc-1", "pod_abc-1"), ("a/b", "a%2Fb"), ("x y", "x%20y"), ("..", "%2E%2E"),
+    (".", "%2E"), ("sync-1f-u1", "sync-1f-u1"), ("%2F", "%252F"), ("?q", "%3Fq"),
+])
+def test_ids_become_single_path_segments(value: str, expected: str) -> None:
+    assert wire.segment(value) == expected

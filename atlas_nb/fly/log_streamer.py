@@ -57,26 +57,47 @@ _log = logging.getLogger("atlas_nb.fly")
 
 
 class _SeenIds:
-    """The last ``size`` entry ids, for dedupe with bounded memory."""
+    """Recently seen entry ids, for dedupe in bounded memory (two generations of ``size``).
+
+    An id is remembered for at least ``size`` and at most ``2 * size`` newer ids: plenty
+    for page overlaps and late lines, and cheaper per id than an LRU.
+    """
 
     def __init__(self, size: int) -> None:
-        self._ids: set[str] = set()
-        self._order: deque[str] = deque()
+        self._current: set[str] = set()
+        self._previous: set[str] = set()
         self._size = size
 
-    def fresh(self, entries: tuple[LogEntry, ...]) -> list[LogEntry]:
-        ids, order, size = self._ids, self._order, self._size
-        out = []
-        for entry in entries:
-            key = entry.id
-            if key in ids:
-                continue
-            ids.add(key)
-            order.append(key)
-            if len(order) > size:
-                ids.discard(order.popleft())
-            out.append(entry)
+    def fresh(self, ids: tuple[str, ...], entries: tuple[LogEntry, ...]
+              ) -> tuple[LogEntry, ...]:
+        """The entries whose id was not seen before (and remember them)."""
+        current, previous = self._current, self._previous
+        if current.isdisjoint(ids) and previous.isdisjoint(ids):
+            # The usual page: nothing seen before. Set operations run in C; only a page
+            # that repeats an id within itself needs the per-entry loop below.
+            before = len(current)
+            current.update(ids)
+            if len(current) - before == len(ids):
+                out = entries
+            else:
+                current.difference_update(ids)
+                out = self._one_by_one(ids, entries)
+        else:
+            out = self._one_by_one(ids, entries)
+        if len(self._current) >= self._size:
+            self._previous, self._current = self._current, set()
         return out
+
+    def _one_by_one(self, ids: tuple[str, ...], entries: tuple[LogEntry, ...]
+                    ) -> tuple[LogEntry, ...]:
+        current, previous = self._current, self._previous
+        out = []
+        for key, entry in zip(ids, entries, strict=True):
+            if key in current or key in previous:
+                continue
+            current.add(key)
+            out.append(entry)
+        return tuple(out)
 
 
 class _Streamer:
@@ -102,16 +123,19 @@ class _Streamer:
                                        daemon=True)
 
     # -- subscribers -------------------------------------------------------------------
-    def add(self, sub: Subscriber, *, backfill: bool) -> bool:
-        """Register ``sub`` (after replaying the buffer to it); ``False`` if stopping."""
+    def add(self, sub: Subscriber, *, backfill: bool, start: bool = True) -> bool:
+        """Register ``sub`` (after replaying the buffer to it); ``False`` if stopping.
+
+        ``start=False`` leaves the polling thread alone (the benchmark feeds ``ingest``).
+        """
         with self._lock:
             if self._stopping:
                 return False
-            if backfill and self._buffer:
-                recent = tuple(self._buffer)
+            recent = tuple(self._buffer) if backfill else ()
+            if recent:
                 sub.batch(self.app, recent, LogBatch(self.app, recent, True), backfill=True)
             self._subs = (*self._subs, sub)
-            if not self._started:
+            if start and not self._started:
                 self._started = True
                 self.thread.start()
             return True
@@ -155,10 +179,11 @@ class _Streamer:
         """Take one page: advance the cursor, drop seen ids, buffer and dispatch the rest."""
         if page.next_token:  # an empty token keeps the previous cursor (flyctl does too)
             self.cursor = page.next_token
-        fresh = self._seen.fresh(page.entries)
-        if not fresh:
+        ids = page.ids if len(page.ids) == len(page.entries) else tuple(
+            e.id for e in page.entries)
+        batch = self._seen.fresh(ids, page.entries)
+        if not batch:
             return 0
-        batch = tuple(fresh)
         with self._lock:
             if self._stopping:
                 return 0

@@ -29,17 +29,17 @@ import signal
 import sys
 import threading
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .orchestrator import Orchestrator
 
-__all__ = ["cleanup_all", "install", "installed", "running_kernel"]
+__all__ = ["cleanup_all", "forget", "install", "installed", "running_kernel"]
 
 _log = logging.getLogger("atlas_nb.orchestrator")
 _lock = threading.Lock()
-_targets: weakref.WeakSet[Orchestrator] = weakref.WeakSet()
+# Strong references: an orchestrator nobody else holds must still be cleaned up at exit.
+_targets: list[Orchestrator] = []
 _installed: set[str] = set()
 _pid = 0
 _MARK = "_atlas_nb_cleanup"
@@ -73,7 +73,8 @@ def install(orchestrator: Orchestrator) -> frozenset[str]:
         if _pid != os.getpid():  # first install, or a forked child: start afresh
             _pid = os.getpid()
             _installed.clear()
-        _targets.add(orchestrator)
+        if orchestrator not in _targets:
+            _targets.append(orchestrator)
         if "atexit" not in _installed:
             atexit.register(_at_exit)
             _installed.add("atexit")
@@ -82,6 +83,13 @@ def install(orchestrator: Orchestrator) -> frozenset[str]:
         if "kernel" not in _installed and _wrap_kernel(running_kernel()):
             _installed.add("kernel")
         return frozenset(_installed)
+
+
+def forget(orchestrator: Orchestrator) -> None:
+    """Stop cleaning up after ``orchestrator`` (it was shut down)."""
+    with _lock:
+        if orchestrator in _targets:
+            _targets.remove(orchestrator)
 
 
 def cleanup_all(reason: str, *, parallel: bool) -> dict[str, list[str]]:

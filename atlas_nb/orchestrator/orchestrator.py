@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import config, facade, telemetry
 from ..errors import AtlasError, NotFound, ProviderError, UnknownError, ValidationError
-from ..models import COMPUTE_STATUSES, Compute, ComputeRequest
+from ..models import Compute, ComputeRequest
 from ..providers import Provider, resolve
 from . import owner as owners
 from .budget import Budget, CatalogPrices, CostSummary, estimate_price
@@ -191,7 +191,12 @@ class Orchestrator:
             telemetry.detach(self._telemetry_id)
             safe(self.ledger.end_session, self.session_id, self._clock())
         with self._lock:
-            return [r.id for r in self._tracker.records()]
+            left = [r.id for r in self._tracker.records()]
+        if not left and self._kernel_hooks:
+            from . import kernel
+
+            kernel.forget(self)  # nothing left for the exit hooks to do
+        return left
 
     # -- spawning ---------------------------------------------------------------------
     def spawn(
@@ -397,29 +402,15 @@ class Orchestrator:
             backoff_s=self.settings.terminate_backoff_s, sleep=self._sleep, deadline=deadline)
 
     def _on_telemetry(self, event: str, data: Mapping[str, Any]) -> None:
-        """Any facade call on a tracked compute counts as activity (and a ``get`` refreshes
-        its status); a terminate made outside the orchestrator, or a ``get`` that finds it
-        terminated, ends the tracking."""
-        cid = data.get("id")
-        if not event.startswith("compute.") or event == "compute.spawn" or not isinstance(
-                cid, str):
+        """Facade calls on tracked computes: activity, status, or an outside terminate."""
+        if not event.startswith("compute.") or event == "compute.spawn":
             return
         now = self._clock()
-        status = data.get("status") if event == "compute.get" else None
         with self._lock:
-            record = self._tracker.get(cid)
-            if record is None or record.compute.provider != data.get("provider"):
-                return
-            if isinstance(status, str) and status in COMPUTE_STATUSES:
-                self._tracker.observe_status(cid, status)
-            ended = event == "compute.terminate" or status == "terminated"
-            if not ended or record.state != "running":
-                self._tracker.touch(cid, now)
-                return
-            _, events = self._tracker.begin_terminate(cid, "external", now)
-            events += self._tracker.finish_terminate(cid, True, None, now, 0.0)
+            events, ended = self._tracker.observe(event, data, now)
             self._outbox.put(events)
-        safe(self.ledger.record_terminated, record.name, now, "external")
+        if ended is not None:
+            safe(self.ledger.record_terminated, ended, now, "external")
         self._outbox.drain()
 
     # -- reaping ----------------------------------------------------------------------

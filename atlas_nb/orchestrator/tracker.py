@@ -14,11 +14,11 @@ to publish once the lock is released.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..models import Compute
+from ..models import COMPUTE_STATUSES, Compute
 from .events import Event
 
 __all__ = ["Record", "TrackState", "TrackedCompute", "Tracker"]
@@ -218,11 +218,27 @@ class Tracker:
                    else [r for i in ids if (r := self._records.get(i)) is not None])
         return [_snapshot(r, now) for r in records]
 
-    def observe_status(self, compute_id: str, status: str) -> None:
-        """Keep the last upstream status a facade call reported (for dashboards)."""
-        record = self._records.get(compute_id)
-        if record is not None and record.compute.status != status:
+    def observe(self, event: str, data: Mapping[str, Any], now: float
+                ) -> tuple[list[Event], str | None]:
+        """A facade telemetry event (``compute.get``, ``compute.stop``, ...). On a tracked
+        compute it is activity, and a ``get`` refreshes its status; a terminate made outside
+        the orchestrator (or a ``get`` that finds it terminated) ends the tracking:
+        ``terminating(external)`` then ``status(terminated)``. Returns the events and the
+        name of the compute that ended, if any."""
+        cid = data.get("id")
+        record = self._records.get(cid) if isinstance(cid, str) else None
+        if record is None or record.compute.provider != data.get("provider"):
+            return [], None
+        status = data.get("status") if event == "compute.get" else None
+        if status in COMPUTE_STATUSES and status != record.compute.status:
             record.compute = record.compute.model_copy(update={"status": status})
+        if record.state != "running" or not (event == "compute.terminate"
+                                             or status == "terminated"):
+            self.touch(record.id, now)
+            return [], None
+        _, events = self.begin_terminate(record.id, "external", now)
+        events += self.finish_terminate(record.id, True, None, now, 0.0)
+        return events, record.name
 
 
 def _snapshot(r: Record, now: float) -> TrackedCompute:

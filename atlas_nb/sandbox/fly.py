@@ -311,9 +311,11 @@ class FlyCloud:
         return f"FlyCloud(apps={list(self.state.apps)}, machines={len(self.state.machines)})"
 
     def apis(self) -> Sequence[Api]:
-        """The Machines API (the app logs API, ``S/fly/api``, is a later addition)."""
+        """The Machines API and the app logs API (``S/fly/api``; state in ``self.logs``)."""
+        from .fly_logs import logs_api  # the logs API's module; it sets self.logs
+
         app = build_machines_app(self.state, self.key, poll_s=self.poll_s)
-        return [Api("machines", app, error_response, spec=SPEC, errata=ERRATA)]
+        return [Api("machines", app, error_response, spec=SPEC, errata=ERRATA), logs_api(self)]
 
     def close(self) -> None:
         """Nothing runs in the background; waits watch ``ctx.closing``."""

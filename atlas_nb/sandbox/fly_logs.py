@@ -184,8 +184,12 @@ class FlyLogs:
         app = Starlette(routes=[Route("/api/v1/apps/{app}/logs", self._serve, methods=["GET"])])
 
         async def guarded(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] == "http" and not scope["path"].startswith("/api/v1/apps/"):
-                await error_response(404, f"no route {scope['path']}")(scope, receive, send)
+            # Any other path answers Fly's error shape, not Starlette's plain-text 404.
+            path = scope.get("path", "")
+            root = scope.get("root_path", "")
+            rel = path[len(root):] if root and path.startswith(root) else path
+            if scope["type"] == "http" and not rel.startswith("/api/v1/apps/"):
+                await error_response(404, f"no route {rel}")(scope, receive, send)
                 return
             await app(scope, receive, send)
 

@@ -222,6 +222,18 @@ def test_spawn_from_a_yaml_or_json_cell(ip, box: Any, orch: Any, body: str) -> N
     ip.run_line_magic("atlas", f"terminate {c.id}")
 
 
+def test_spawn_provider_precedence_flag_then_body_then_setting(ip, orch: Any) -> None:
+    ip.run_line_magic("config", 'AtlasMagics.default_provider = "runpod"')
+    c = ip.run_cell_magic("atlas", "spawn --no-wait", "provider: mock\nimage: img:1\n")
+    assert c.provider == "mock"  # the cell's spec beats the default setting
+    ip.run_line_magic("config", 'AtlasMagics.default_provider = "nimbus"')
+    d = ip.run_cell_magic("atlas", "spawn --provider mock --no-wait", "provider: vast\n"
+                                                                     "image: img:1\n")
+    assert d.provider == "mock"  # the flag beats both
+    with pytest.raises(ValidationError, match="unknown provider 'nimbus'"):
+        ip.run_line_magic("atlas", "spawn --image img:1")
+
+
 def test_spawn_from_a_var_body_dict_or_request(ip, orch: Any) -> None:
     ip.user_ns["spec"] = {"gpu": "h100", "image": "img:1", "spot": True}
     c = ip.run_cell_magic("atlas", "spawn --provider mock --no-wait", "$spec")

@@ -253,7 +253,8 @@ def test_dashboard_background_refresh_and_close(orch: Any) -> None:
 
 
 def test_duration_format() -> None:
-    assert [duration(s) for s in (None, 5, 65, 3725)] == ["—", "5s", "1m05s", "1h02m"]
+    assert [duration(s) for s in (None, 5, 65, 1200, 3725)] == ["—", "5s", "1m05s", "20m",
+                                                                "1h02m"]
 
 
 # -- LogTail ------------------------------------------------------------------------------
@@ -350,7 +351,9 @@ def test_every_panel_has_a_static_text_and_html_fallback(orch: Any) -> None:
         assert VIEW in bundle, type(panel).__name__
         assert bundle["text/plain"] and "Box(" not in bundle["text/plain"]
         assert bundle["text/html"].startswith("<") and type(panel).__name__ != bundle["text/html"]
+        tree = widgets_in(panel.widget)
         panel.close()
+        assert all(x.comm is None for x in tree)  # the whole tree is closed, not only the root
         closed = panel._repr_mimebundle_()
         assert VIEW not in closed and closed["text/html"] == panel.html()
 

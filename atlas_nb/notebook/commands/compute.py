@@ -60,8 +60,8 @@ def spawn(call: Call) -> Any:
 
         return SpawnPanel(provider=call.provider(args.provider), idle_ttl=call.magics.idle_ttl)
     spec = _spec(call)
-    provider = call.provider(args.provider) or spec.pop("provider", None)
-    spec.pop("provider", None)
+    in_spec = spec.pop("provider", None)
+    provider = args.provider or in_spec or call.provider()
     tracked = not args.untracked and bool(spec.pop("tracked", True))
     flags = {
         "gpu": args.gpu, "gpu_count": args.gpu_count, "image": args.image,

@@ -25,6 +25,26 @@ def status_html(level: str, text: str) -> str:
     return f"<span style='color:{color};font-family:monospace'>{escape(text)}</span>"
 
 
+def _tree(root: Any) -> list[Any]:
+    """``root`` and every widget reachable through its traits (children, layout, style)."""
+    import ipywidgets as w
+
+    seen: dict[int, Any] = {}
+    stack = [root]
+    while stack:
+        widget = stack.pop()
+        if not isinstance(widget, w.Widget) or id(widget) in seen:
+            continue
+        seen[id(widget)] = widget
+        for name in widget.keys:
+            value = getattr(widget, name, None)
+            if isinstance(value, w.Widget):
+                stack.append(value)
+            elif isinstance(value, (list, tuple)):
+                stack.extend(v for v in value if isinstance(v, w.Widget))
+    return list(seen.values())
+
+
 class Panel:
     """A widget tree (``self.widget``) that also renders as static HTML and text.
 
@@ -93,7 +113,8 @@ class Panel:
             worker.stop()
         self._on_close()
         if self.widget is not None:
-            self.widget.close()
+            for widget in _tree(self.widget):
+                widget.close()
 
     def _on_close(self) -> None:
         """Hook: unsubscribe, stop tails (before the widgets close)."""

@@ -34,7 +34,7 @@ def duration(seconds: float | None) -> str:
     if s >= 3600:
         return f"{s // 3600}h{(s % 3600) // 60:02d}m"
     if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
+        return f"{s // 60}m{s % 60:02d}s" if s % 60 else f"{s // 60}m"
     return f"{s}s"
 
 
@@ -301,6 +301,12 @@ class Dashboard(Panel):
         sub, self._subscription = self._subscription, None
         if sub is not None:
             sub.unsubscribe()
+        with self._lock:
+            rows = list(self.rows.values())
+        for row in rows:  # hidden confirm buttons are not in the displayed tree
+            for widget in (*row.cells, *row.buttons, row.question, row.confirm_yes,
+                           row.confirm_no, row.box):
+                widget.close()
 
     # -- fallback ---------------------------------------------------------------------
     def _table(self) -> tuple[list[str], list[tuple[str, ...]]]:

@@ -295,8 +295,8 @@ def gpu_from_wire(gpu: Any) -> tuple[str | None, int]:
     gid = _str(_map(gpu).get("id"))
     if gid is None:
         return None, 0
-    count = _map(gpu).get("count")
-    return _gpu_name(gid), count if type(count) is int and count > 0 else 1
+    count = _opt_int(_map(gpu).get("count"))
+    return _gpu_name(gid), count if count is not None and count > 0 else 1
 
 
 @functools.lru_cache(maxsize=256)
