@@ -317,16 +317,31 @@ def test_ledger_hook_calls_the_ledgers_own_migration(tmp_path: Path) -> None:
 
 
 def test_ledger_hook_with_the_real_ledger(tmp_path: Path) -> None:
+    import sqlite3
+
     from atlas_nb.orchestrator import ledger
 
-    (tmp_path / ledger.FILENAME).touch()
+    path = tmp_path / ledger.FILENAME
+    old = sqlite3.connect(path)  # a ledger from before versioning: the tables, user_version 0
+    old.executescript(ledger._SCHEMA)
+    old.close()
+    assert ledger.schema_version(path) == 0
+    assert migrate_ledger(tmp_path, dry_run=True).after == 0  # dry run changes nothing
     step = migrate_ledger(tmp_path)
-    assert step.path == tmp_path / ledger.FILENAME
-    if hasattr(ledger, "migrate") and hasattr(ledger, "schema_version"):
-        assert step.after == ledger.schema_version(step.path)
-    else:
-        assert step.note == ("the ledger defines no migrations (its tables are created if "
-                             "missing)")
+    assert step.path == path
+    assert (step.before, step.after) == (0, ledger.SCHEMA_VERSION)
+    assert ledger.schema_version(path) == ledger.SCHEMA_VERSION
+    again = migrate_ledger(tmp_path)
+    assert again.note == f"schema {ledger.SCHEMA_VERSION}, up to date"
+
+
+def test_a_new_ledger_starts_at_the_current_schema(tmp_path: Path) -> None:
+    from atlas_nb.orchestrator import ledger
+
+    led = ledger.Ledger(tmp_path / ledger.FILENAME)
+    assert led.entries() == []
+    led.close()
+    assert ledger.schema_version(tmp_path / ledger.FILENAME) == ledger.SCHEMA_VERSION
 
 
 # -- the real console script ------------------------------------------------------------

@@ -114,8 +114,10 @@ def test_list_filters_against_the_cloud(sb: Sandbox) -> None:
         assert names() == {"flt-a", "flt-b"}
         assert names(gpu="rtx_4090") == {"flt-a"} and names(gpu="a6000") == {"flt-b"}
         assert names(region=a.region) >= {"flt-a"} and a.region == "EU-RO-1"
+        atlas.wait_ready(a.id, provider="runpod", timeout_s=10)
+        assert "flt-a" in names(status="running") and names(status="stopped") == set()
         atlas.terminate(b.id, provider="runpod")
-        assert names(status="terminated") <= {"flt-b"}
+        assert names() == {"flt-a"}  # a terminated pod leaves the list
     finally:
         atlas.terminate(a.id, provider="runpod")
         atlas.terminate(b.id, provider="runpod")

@@ -17,10 +17,8 @@ from atlas_nb import ComputeRequest, ValidationError
 from atlas_nb.models import COMPUTE_STATUSES, JOB_STATUSES
 from atlas_nb.providers.runpod import wire
 
-_VENDORED = Path(atlas_nb.__file__).parent / "sandbox" / "specs"
-_CANDIDATES = [
-    *sorted(_VENDORED.glob("**/runpod*/rest-v2*.json")),
-    *sorted(_VENDORED.glob("**/runpod*v2*.json")),
+_CANDIDATES = [  # the copy vendored with the sandbox, else the shared one
+    Path(atlas_nb.__file__).parent / "sandbox" / "specs" / "runpod" / "rest-v2-openapi.json",
     Path("/work/shared/specs/runpod/rest-v2-openapi.json"),
 ]
 

@@ -119,6 +119,8 @@ class _Streamer:
         self._buffer: deque[LogEntry] = deque(maxlen=options.buffer_size)
         self._seen = _SeenIds(options.dedupe_window)
         self._pause = options.pause or self._stop.wait
+        self._wait = 0.0  # before the next poll (the empty-page / error backoff)
+        self._errors = 0  # consecutive failed polls
         self.thread = threading.Thread(target=self._run, name=f"atlas-fly-logs-{app}",
                                        daemon=True)
 
@@ -126,7 +128,11 @@ class _Streamer:
     def add(self, sub: Subscriber, *, backfill: bool, start: bool = True) -> bool:
         """Register ``sub`` (after replaying the buffer to it); ``False`` if stopping.
 
-        ``start=False`` leaves the polling thread alone (the benchmark feeds ``ingest``).
+        The first subscriber's call also makes the first poll, in the caller's thread,
+        before the polling thread starts: when ``subscribe`` returns, the stream's cursor
+        is set, so no line written after that is lost, however fast lines then arrive
+        (a first poll has no cursor and gets only the latest page). ``start=False``
+        leaves polling alone (the benchmark feeds ``ingest`` itself).
         """
         with self._lock:
             if self._stopping:
@@ -135,10 +141,12 @@ class _Streamer:
             if recent:
                 sub.batch(self.app, recent, LogBatch(self.app, recent, True), backfill=True)
             self._subs = (*self._subs, sub)
-            if start and not self._started:
+            first = start and not self._started
+            if first:
                 self._started = True
-                self.thread.start()
-            return True
+        if first and self._poll() and not self._stop.is_set():
+            self.thread.start()
+        return True
 
     def remove(self, sub: Subscriber) -> None:
         with self._lock:
@@ -170,7 +178,7 @@ class _Streamer:
     def _shutdown(self) -> None:
         self._stop.set()
         self.hub._forget(self)
-        if self._started and threading.current_thread() is not self.thread:
+        if self.thread.ident is not None and threading.current_thread() is not self.thread:
             # Bounded: a poll in flight finishes (and is discarded) before the thread exits.
             self.thread.join(timeout=self.opt.join_timeout_s)
 
@@ -194,42 +202,46 @@ class _Streamer:
         return len(batch)
 
     def _run(self) -> None:
-        opt = self.opt
-        wait = 0.0
-        errors = 0
         while not self._stop.is_set():
-            if wait > 0:
-                self._pause(wait)
+            if self._wait > 0:
+                self._pause(self._wait)
                 if self._stop.is_set():
                     break
-            started = time.perf_counter()
-            try:
-                page = self.client.fetch(self.app, next_token=self.cursor or None)
-            except Unauthorized as exc:
-                self._emit("unauthorized", 0, 0, 0.0, started)
-                self.finish("unauthorized", exc)
+            if not self._poll():
                 return
-            except NotFound as exc:
-                self._emit("not_found", 0, 0, 0.0, started)
-                self.finish("not_found", exc)
-                return
-            except Exception as exc:
-                err = exc if isinstance(exc, AtlasError) else UnknownError(
-                    f"reading the logs of {self.app!r} failed: {type(exc).__name__}",
-                    provider="fly")
-                errors += 1
-                wait = min(max(wait * 2, opt.min_wait_s), opt.max_wait_s)
-                if isinstance(err, RateLimited) and err.retry_after:
-                    wait = max(wait, err.retry_after)
-                self._emit(err.kind, 0, 0, wait, started)
-                if errors >= opt.max_errors:
-                    self.finish("errors", err)
-                    return
-                continue
-            errors = 0
-            new = self.ingest(page)
-            wait = 0.0 if new else min(max(wait * 2, opt.min_wait_s), opt.max_wait_s)
-            self._emit("ok", len(page.entries), new, wait, started)
+
+    def _poll(self) -> bool:
+        """One request and its dispatch; ``False`` when the stream has ended."""
+        opt = self.opt
+        started = time.perf_counter()
+        try:
+            page = self.client.fetch(self.app, next_token=self.cursor or None)
+        except Unauthorized as exc:
+            self._emit("unauthorized", 0, 0, 0.0, started)
+            self.finish("unauthorized", exc)
+            return False
+        except NotFound as exc:
+            self._emit("not_found", 0, 0, 0.0, started)
+            self.finish("not_found", exc)
+            return False
+        except Exception as exc:
+            err = exc if isinstance(exc, AtlasError) else UnknownError(
+                f"reading the logs of {self.app!r} failed: {type(exc).__name__}",
+                provider="fly")
+            self._errors += 1
+            self._wait = min(max(self._wait * 2, opt.min_wait_s), opt.max_wait_s)
+            if isinstance(err, RateLimited) and err.retry_after:
+                self._wait = max(self._wait, err.retry_after)
+            self._emit(err.kind, 0, 0, self._wait, started)
+            if self._errors >= opt.max_errors:
+                self.finish("errors", err)
+                return False
+            return True
+        self._errors = 0
+        new = self.ingest(page)
+        self._wait = 0.0 if new else min(max(self._wait * 2, opt.min_wait_s), opt.max_wait_s)
+        self._emit("ok", len(page.entries), new, self._wait, started)
+        return True
 
     def _emit(self, status: str, entries: int, new: int, wait: float, started: float) -> None:
         telemetry.emit("fly.logs.poll", {

@@ -27,7 +27,10 @@ from typing import Any, Literal
 from ..errors import UnknownError
 from .owner import Owner
 
-__all__ = ["FILENAME", "Ledger", "LedgerEntry", "LedgerState", "SessionRow", "safe"]
+__all__ = [
+    "FILENAME", "SCHEMA_VERSION", "Ledger", "LedgerEntry", "LedgerState", "SessionRow", "migrate",
+    "safe", "schema_version",
+]
 
 FILENAME = "orchestrator.sqlite3"
 LedgerState = Literal["live", "terminated", "terminate_failed"]
@@ -140,7 +143,7 @@ class Ledger:
             conn.execute("PRAGMA busy_timeout = 15000")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")  # WAL: survives process crashes
-            conn.executescript(_SCHEMA)
+            _apply_migrations(conn)
             conn.execute("DELETE FROM computes WHERE state = 'terminated' AND terminated_at < ?",
                          (_now_floor(),))
         except (OSError, sqlite3.Error) as exc:
@@ -321,3 +324,40 @@ def safe(fn: Any, *args: Any, **kwargs: Any) -> bool:
         _log.warning("orchestrator ledger write failed: %s", exc)
         return False
     return True
+
+
+# Versioned migrations, recorded in SQLite's ``user_version``. Version 1 is the baseline
+# schema; a ledger from before versioning reads as 0 and is brought up by the same steps
+# (each is idempotent). Append ``(N, "SQL")`` to change the schema; never edit a shipped step.
+SCHEMA_VERSION = 1
+_MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA),)
+
+
+def _apply_migrations(conn: sqlite3.Connection) -> int:
+    (current,) = conn.execute("PRAGMA user_version").fetchone()
+    for version, script in _MIGRATIONS:
+        if version > current:
+            conn.executescript(script)
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+            current = version
+    return int(current)
+
+
+def schema_version(path: str | os.PathLike[str]) -> int:
+    """The schema version of the ledger file at ``path`` (0: from before versioning)."""
+    conn = sqlite3.connect(path, timeout=15.0)
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        return int(version)
+    finally:
+        conn.close()
+
+
+def migrate(path: str | os.PathLike[str]) -> int:
+    """Bring the ledger at ``path`` to ``SCHEMA_VERSION``; returns the version reached."""
+    conn = sqlite3.connect(path, timeout=15.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout = 15000")
+        return _apply_migrations(conn)
+    finally:
+        conn.close()

@@ -194,7 +194,14 @@ class RunPod(BaseProvider):
     def _spot_created(self, body: Any) -> Compute | None:
         rented = self._graphql_data(body).get("podRentInterruptable")
         pod_id = rented.get("id") if isinstance(rented, dict) else None
-        return self.get_compute(str(pod_id)) if pod_id else None
+        if not pod_id:
+            return None
+        try:
+            return self.get_compute(str(pod_id))
+        except AtlasError as exc:  # the pod exists: say which, so it is not left billing
+            exc.hint = (f"spot pod {pod_id} was created but could not be read: "
+                        f"get_compute({str(pod_id)!r}) later, or terminate it")
+            raise
 
     def _create(
         self, api: str, path: str, payload: dict[str, Any],
