@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from . import sandbox as sandbox_link  # light (no server); imported once, not per call
 from .errors import ValidationError
 
 __all__ = [
@@ -139,8 +140,6 @@ def resolve_api_key(provider: str, api_key: str | None = None) -> str | None:
     """Per call > sandbox > session login > config file > env var."""
     if api_key:
         return api_key
-    from . import sandbox as sandbox_link
-
     if sandbox_link.active_url():
         return sandbox_link.sandbox_key(provider)
     with _lock:
@@ -157,8 +156,6 @@ def resolve_api_key(provider: str, api_key: str | None = None) -> str | None:
 
 def key_source(provider: str) -> str | None:
     """Where a key would come from (never the key itself), for ``doctor``/``providers``."""
-    from . import sandbox as sandbox_link
-
     if sandbox_link.active_url():
         return "sandbox"
     with _lock:
@@ -176,12 +173,10 @@ def resolve_base_url(
     provider: str, api: str, default: str, base_url: str | Mapping[str, str] | None = None
 ) -> str:
     """Per call (a URL, or ``{api: URL}``) > sandbox > config file > the provider default."""
-    if isinstance(base_url, Mapping):
+    if base_url is not None and not isinstance(base_url, str):  # {api: URL}
         base_url = base_url.get(api)
     if base_url:
         return base_url.rstrip("/")
-    from . import sandbox as sandbox_link
-
     sandbox = sandbox_link.active_url()
     if sandbox:
         return f"{sandbox}/{provider}/{api}"

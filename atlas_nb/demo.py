@@ -1,26 +1,297 @@
-"""The quick start, end to end against the local sandbox: ``python -m atlas_nb.demo``.
+"""The demo: ``python -m atlas_nb.demo`` (``make demo``) runs the quick-start notebook.
 
-Starts the emulated clouds on loopback, then walks the public API: the price
-catalog, a pod with bearer auth (spawn, wait, inspect, stop, start, terminate) and
-serverless jobs (sync, async, streamed). No account and no network needed.
+It starts the sandbox (the emulated clouds, on loopback), executes
+``notebooks/01_quickstart.ipynb`` headless in a fresh kernel of this interpreter
+pointed at that sandbox, prints one line per code cell (status, time, key result),
+then a final tally, and writes the executed notebook to ``build/``. No account and
+no network are needed; the kernel gets a throwaway config and data dir, so the demo
+never reads your settings or writes to your ledger.
+
+``python -m atlas_nb.demo --script`` is the same quick start as a plain script.
+
+The notebook runner (``execute_notebook``, ``CellReport``) is what the test suite
+uses to execute every notebook in ``notebooks/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
+import os
+import re
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import atlas_nb as atlas
 from atlas_nb import sandbox
+from atlas_nb.facade import ALL_PROVIDERS
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
+__all__ = [
+    "CellReport",
+    "execute_notebook",
+    "live_computes",
+    "main",
+    "notebooks_dir",
+    "run",
+    "run_notebook",
+]
+
+QUICKSTART = "01_quickstart.ipynb"
+EXPECTED_ERROR_TAG = "raises-exception"
+"""A code cell with this tag is meant to fail (nbclient and nbmake skip its error too)."""
+_WIDTH = 100
 
 
-def _step(title: str) -> None:
-    print(f"\n== {title}")
+@dataclass(frozen=True)
+class CellReport:
+    """How one code cell went.
+
+    ``status`` is ``ok``, ``error`` or ``expected error`` (an error in a cell tagged
+    ``raises-exception``); ``number`` counts code cells from 1; ``result`` is a one-line
+    digest of the cell's output (its printed lines, else its notes on stderr, else its
+    displayed value) and ``error`` is ``"Name: message"`` when the cell raised.
+    """
+
+    number: int
+    index: int
+    status: str
+    seconds: float
+    source: str
+    result: str
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Whether the cell raised without being tagged ``raises-exception``."""
+        return self.status == "error"
+
+    def line(self, width: int = _WIDTH) -> str:
+        """``  ok     0.4s  [3] %atlas providers -> table of 5 rows (provider, key, ...)``."""
+        mark = {"ok": "ok", "error": "FAILED", "expected error": "ok*"}[self.status]
+        head = f"  {mark:<6} {self.seconds:5.1f}s  [{self.number}] {_clip(self.source, 44)}"
+        detail = self.error if self.status == "error" and self.error else self.result
+        return f"{head}  -> {_clip(detail, max(20, width - len(head)))}" if detail else head
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def notebooks_dir() -> Path:
+    """The ``notebooks/`` folder of this checkout (or of the current directory)."""
+    for candidate in (Path(__file__).resolve().parent.parent / "notebooks",
+                      Path.cwd() / "notebooks"):
+        if candidate.is_dir():
+            return candidate
+    raise atlas.ValidationError(
+        "cannot find the notebooks/ folder; run the demo from a clone of the repository "
+        "or pass --notebook PATH"
+    )
+
+
+# -- reading outputs ------------------------------------------------------------------------
+def _text(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value or "")
+
+
+def _table(data: Mapping[str, Any]) -> str | None:
+    """``table of N rows (a, b, c)`` for a pandas DataFrame's HTML, else ``None``."""
+    page = _text(data.get("text/html"))
+    if 'class="dataframe' not in page:
+        return None
+    head, _, body = page.partition("<tbody>")
+    columns = [html.unescape(re.sub(r"<[^>]+>", "", c)).strip()
+               for c in re.findall(r"<th[^>]*>(.*?)</th>", head, flags=re.S)]
+    columns = [c for c in columns if c]
+    rows = body.count("<tr")
+    match = re.search(r"(\d+) rows × (\d+) columns", page)
+    if match:
+        rows = int(match.group(1))
+    return f"table of {rows} row{'s' if rows != 1 else ''} ({', '.join(columns)})"
+
+
+def digest(outputs: Iterable[Mapping[str, Any]]) -> str:
+    """One line for a cell's outputs: its stdout, else its stderr notes, else what it
+    displayed (a table is summarised by its size and columns, an image by its kind)."""
+    streams: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    shown: list[str] = []
+    for out in outputs:
+        kind = out.get("output_type")
+        if kind == "stream":
+            streams.setdefault(str(out.get("name")), []).append(_text(out.get("text")))
+        elif kind in ("execute_result", "display_data"):
+            data = out.get("data") or {}
+            table = _table(data)
+            if table is not None:
+                shown.append(table)
+            elif "image/png" in data:
+                shown.append("a chart (image/png)")
+            elif "text/plain" in data:
+                shown.append(_text(data["text/plain"]))
+    for text in ("".join(streams["stdout"]), "".join(streams["stderr"]), " · ".join(shown)):
+        lines = [line.strip() for line in text.replace("\r", "\n").splitlines()]
+        lines = [line for line in lines if line]
+        if lines:
+            return " · ".join(lines)
+    return ""
+
+
+def _error(outputs: Iterable[Mapping[str, Any]]) -> str | None:
+    for out in outputs:
+        if out.get("output_type") == "error":
+            return f"{out.get('ename')}: {out.get('evalue')}"
+    return None
+
+
+def _seconds(cell: Mapping[str, Any]) -> float:
+    timing = (cell.get("metadata") or {}).get("execution") or {}
+    start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+    if not (start and end):
+        return 0.0
+    from datetime import datetime
+
+    begun = datetime.fromisoformat(str(start).replace("Z", "+00:00"))
+    ended = datetime.fromisoformat(str(end).replace("Z", "+00:00"))
+    return max(0.0, (ended - begun).total_seconds())
+
+
+def report_cell(cell: Mapping[str, Any], index: int, number: int) -> CellReport:
+    """The ``CellReport`` of an executed code cell."""
+    outputs = list(cell.get("outputs") or [])
+    error = _error(outputs)
+    tags = (cell.get("metadata") or {}).get("tags") or []
+    status = "ok" if error is None else (
+        "expected error" if EXPECTED_ERROR_TAG in tags else "error")
+    source = next((line for line in _text(cell.get("source")).splitlines() if line.strip()), "")
+    return CellReport(number=number, index=index, status=status, seconds=_seconds(cell),
+                      source=source, result=digest(outputs), error=error)
+
+
+# -- running --------------------------------------------------------------------------------
+def _kernel_manager(sockets: Path) -> Any:
+    """A manager for a kernel of *this* interpreter, whatever kernelspecs the machine has
+    (ipykernel's built-in ``python3`` spec runs ``sys.executable``), talking over Unix
+    sockets in the private folder ``sockets`` rather than loopback TCP."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import KernelManager
+
+    specs = KernelSpecManager(kernel_dirs=[], ensure_native_kernel=True)
+    return KernelManager(kernel_name="python3", kernel_spec_manager=specs, transport="ipc",
+                         ip=str(sockets / "kernel"))
+
+
+def execute_notebook(
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 120.0,
+    on_cell: Callable[[CellReport], None] | None = None,
+) -> tuple[NotebookNode, list[CellReport]]:
+    """Execute a notebook in a fresh kernel of this interpreter, in the notebook's folder.
+
+    Every code cell runs even if one fails; ``on_cell`` sees each ``CellReport`` as its
+    cell finishes. ``env`` is the kernel's environment (default: this process's).
+    Returns the executed notebook and one report per code cell.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    source = Path(path)
+    nb = nbformat.read(source, as_version=4)
+    numbers = {i: n for n, i in enumerate(
+        (i for i, c in enumerate(nb.cells) if c.cell_type == "code"), start=1)}
+    reports: list[CellReport] = []
+
+    def executed(cell: Any, cell_index: int, execute_reply: Any) -> None:
+        rep = report_cell(cell, cell_index, numbers[cell_index])
+        reports.append(rep)
+        if on_cell is not None:
+            on_cell(rep)
+
+    with tempfile.TemporaryDirectory(prefix="atlas-kernel-") as sockets:
+        km = _kernel_manager(Path(sockets))
+        client = NotebookClient(
+            nb, km=km, timeout=int(timeout_s), startup_timeout=60, allow_errors=True,
+            record_timing=True, resources={"metadata": {"path": str(source.resolve().parent)}},
+            on_cell_executed=executed,
+        )
+        try:
+            client.execute(env=dict(os.environ if env is None else env))
+        finally:
+            if km.has_kernel:  # a kernel we own: shut it down gracefully (its hooks run)
+                km.shutdown_kernel(now=False)
+    return nb, reports
+
+
+def live_computes(providers: Iterable[str] = ALL_PROVIDERS) -> list[atlas.Compute]:
+    """Computes not terminated, across ``providers`` of the active sandbox (or clouds)."""
+    found: list[atlas.Compute] = []
+    for name in providers:
+        found += [c for c in atlas.list_compute(provider=name) if c.status != "terminated"]
+    return found
+
+
+def _kernel_env(url: str, home: Path) -> dict[str, str]:
+    """This process's environment, pointed at the sandbox at ``url``, with no provider
+    key and a private config file and data dir under ``home``."""
+    from atlas_nb import config
+
+    env = dict(os.environ)
+    for names in config.API_KEY_ENV.values():
+        for name in names:
+            env.pop(name, None)
+    env.pop("MPLBACKEND", None)  # the kernel's inline backend draws the charts
+    env.update(ATLAS_NB_SANDBOX=url, ATLAS_NB_CONFIG=str(home / "config.yaml"),
+               ATLAS_NB_DATA_DIR=str(home / "data"))
+    return env
+
+
+def run_notebook(notebook: str | os.PathLike[str] | None = None, *,
+                 out_dir: str | os.PathLike[str] = "build", timeout_s: float = 120.0) -> int:
+    """Execute ``notebook`` (default: the quick start) against a fresh sandbox, print the
+    summary, write the executed copy to ``out_dir``; return a process exit code."""
+    import nbformat
+
+    path = Path(notebook) if notebook is not None else notebooks_dir() / QUICKSTART
+    if not path.is_file():
+        raise atlas.ValidationError(f"no notebook at {path}; pass --notebook PATH")
+    out = Path(out_dir) / path.name
+    started = time.perf_counter()
+    print(f"atlas_nb demo: {path.name}, executed headless against the sandbox")
+    with sandbox.start() as sb, tempfile.TemporaryDirectory(prefix="atlas-demo-") as home:
+        print(f"  sandbox at {sb.url} (RunPod, Lambda, Vast and Fly emulated on loopback)")
+        print("  code cells as they finish (status, seconds, [cell] source -> result):")
+        nb, reports = execute_notebook(path, env=_kernel_env(sb.url, Path(home)),
+                                       timeout_s=timeout_s, on_cell=lambda r: print(r.line()))
+        left = live_computes()
+        violations = sb.violations
+    out.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out)
+    failed = [r for r in reports if r.failed]
+    expected = sum(r.status == "expected error" for r in reports)
+    print(f"{len(reports)} code cells: {len(reports) - len(failed)} ok"
+          + (f" ({expected} failing on purpose)" if expected else "")
+          + f", {len(failed)} failed · {len(left)} computes left running"
+          + f" · {len(violations)} API contract violations"
+          + f" · {time.perf_counter() - started:.1f}s · executed notebook: {out}")
+    for line in violations[:5]:
+        print(f"  contract: {line}")
+    for c in left:
+        print(f"  left running: {c.provider}:{c.id} ({c.name})")
+    return 0 if not failed and not left else 1
 
 
 def run(provider: str = "runpod") -> int:
-    """Run the quick start against a fresh sandbox; returns a process exit code."""
+    """The scripted quick start against a fresh sandbox; returns a process exit code."""
     started = time.perf_counter()
     with sandbox.start() as sb:
         print(f"sandbox running at {sb.url} (every provider now points at it)")
@@ -74,12 +345,38 @@ def run(provider: str = "runpod") -> int:
         return 0 if not live else 1
 
 
+def _step(title: str) -> None:
+    print(f"\n== {title}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``python -m atlas_nb.demo``."""
-    parser = argparse.ArgumentParser(prog="python -m atlas_nb.demo", description=__doc__)
-    parser.add_argument("--provider", default="runpod", help="which sandbox cloud to use")
+    parser = argparse.ArgumentParser(
+        prog="python -m atlas_nb.demo",
+        description="Execute the quick-start notebook against the sandbox and summarise it "
+                    "(no account needed).")
+    parser.add_argument("--notebook", metavar="PATH",
+                        help="the notebook to execute (default: notebooks/01_quickstart.ipynb)")
+    parser.add_argument("--out", default="build", metavar="DIR",
+                        help="where the executed notebook is written (default: build)")
+    parser.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                        help="seconds a single cell may run (default: 120)")
+    parser.add_argument("--script", action="store_true",
+                        help="run the quick start as a plain script instead of the notebook")
+    parser.add_argument("--provider", default="runpod",
+                        help="with --script: which sandbox cloud to use (default: runpod)")
     args = parser.parse_args(argv)
-    return run(args.provider)
+    if args.script:
+        return run(args.provider)
+    try:
+        return run_notebook(args.notebook, out_dir=args.out, timeout_s=args.timeout)
+    except atlas.AtlasError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(f"demo: {exc.name or exc} is missing; install the extras: "
+              "pip install -e '.[dev,notebook,sandbox]'", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

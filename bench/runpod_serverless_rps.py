@@ -69,14 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     atlas_logging = logging_after_import("atlas_nb")
-    runpod_logging = logging_after_import("runpod")
-
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
-    import runpod  # the SDK under comparison; it configures logging on import
-
+    try:
+        import runpod  # the SDK under comparison; it configures logging on import
+    except ImportError:
+        print("the runpod SDK is not installed: pip install runpod", file=sys.stderr)
+        return 2
     root.handlers[:] = saved[0]  # undo it: time HTTP, not log lines
     root.setLevel(saved[1])
+    runpod_logging = logging_after_import("runpod")
 
     with serving(args.server) as url:
         key = sandbox.sandbox_key("runpod")

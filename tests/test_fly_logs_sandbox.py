@@ -258,3 +258,25 @@ def test_machines_of_the_fly_cloud_are_the_instances(sb: Sandbox) -> None:
     line_id = sb.fly.logs.emit("with-machines", "from the machine")
     (entry,) = [e for e in fetch_logs("with-machines").entries if e.id == line_id]
     assert (entry.instance, entry.region) == (machine_id, "ord")
+
+
+def test_lines_written_after_subscribe_returns_are_never_lost(sb: Sandbox) -> None:
+    # The API's first page (no cursor) is only the latest 100 lines; subscribing makes that
+    # first poll before returning, so a flood right after cannot push lines out of reach.
+    sb.fly.logs.add_app("flood")
+    rec = Recorder()
+    with subscribe_logs("flood", rec):
+        ids = sb.fly.logs.burst("flood", 250)
+        assert collect(rec, 250) == ids
+
+
+def test_an_empty_first_page_still_carries_a_cursor(sb: Sandbox) -> None:
+    sb.fly.logs.add_app("empty")
+    key = atlas_nb.sandbox.sandbox_key("fly")
+    url = f"{sb.url}/fly/api/api/v1/apps/empty/logs"
+    body = httpx.get(url, headers={"Authorization": f"Bearer {key}"}).json()
+    assert body["data"] == [] and body["meta"]["next_token"].isdigit()
+    line_id = sb.fly.logs.emit("empty", "first")
+    after = httpx.get(url, params={"next_token": body["meta"]["next_token"]},
+                      headers={"Authorization": f"Bearer {key}"}).json()
+    assert [d["id"] for d in after["data"]] == [line_id]

@@ -33,17 +33,17 @@ def page(*items: dict[str, Any], token: str = "") -> tuple[int, dict[str, Any]]:
 class Script:
     """A logs API that plays scripted answers, then idles with empty pages."""
 
-    def __init__(self, *answers: tuple[int, Any], gated: bool = False) -> None:
+    def __init__(self, *answers: tuple[int, Any], gate_after: int | None = None) -> None:
         self.answers = list(answers)
         self.requests: list[httpx.Request] = []
         self.drained = threading.Event()
         self.lock = threading.Lock()
-        self.gate = threading.Event()  # with gated=True, nothing is answered until set()
-        if not gated:
-            self.gate.set()
+        self.gate_after = gate_after  # requests past this many wait for gate.set()
+        self.gate = threading.Event()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
-        assert self.gate.wait(WAIT)
+        if self.gate_after is not None and len(self.requests) >= self.gate_after:
+            assert self.gate.wait(WAIT)
         with self.lock:
             self.requests.append(request)
             answer = self.answers.pop(0) if self.answers else None
@@ -250,12 +250,12 @@ def test_401_once_is_recovered_by_reauth(waits: list[float], cleanup: list[LogSt
 def test_401_twice_stops_with_an_unauthorized_event(waits: list[float],
                                                     cleanup: list[LogStreams]) -> None:
     script = Script(page(item(1)), (401, {"error": "revoked"}), (401, {"error": "revoked"}),
-                    gated=True)
+                    gate_after=1)
     hub = hub_for(script, waits)
     cleanup.append(hub)
     a, b = Recorder(), Recorder()
     sa, sb = hub.subscribe(APP, a), hub.subscribe(APP, b)
-    script.gate.set()  # both are subscribed before the first answer
+    script.gate.set()  # both are subscribed before the 401s
     for rec in (a, b):
         assert rec.stopped.wait(WAIT)
         stop = rec.events[-1]
@@ -407,3 +407,23 @@ def test_tail_queue_is_bounded(waits: list[float], cleanup: list[LogStreams]) ->
             got.append(entry.id)
     assert got == ["id-7", "id-8", "id-9", "id-10"]
     assert tail.dropped == 6
+
+
+def test_subscribe_polls_once_before_returning(waits: list[float],
+                                               cleanup: list[LogStreams]) -> None:
+    script = Script(page(item(1), token="7"), gate_after=1)  # later polls wait for the test
+    hub = hub_for(script, waits)
+    cleanup.append(hub)
+    rec = Recorder()
+    sub = hub.subscribe(APP, rec)
+    assert len(script.requests) == 1 and rec.ids == ["id-1"]  # already, synchronously
+    script.gate.set()
+    sub.close()
+
+
+def test_a_failed_first_poll_is_an_event_not_an_exception(waits: list[float]) -> None:
+    hub = hub_for(Script((404, {"error": "Could not find App"})), waits)
+    rec = Recorder()
+    sub = hub.subscribe(APP, rec)  # returns: the stream simply ended, with a clear event
+    assert rec.stopped.is_set() and rec.events[-1].reason == "not_found"
+    assert not sub.active and hub.running() == [] and not streamer_threads()

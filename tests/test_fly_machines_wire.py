@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from atlas_nb import ComputeRequest, Unsupported, ValidationError
+from atlas_nb.fly.auth_header import authorization
 from atlas_nb.gpus import GPUS
 from atlas_nb.models import COMPUTE_STATUSES
 from atlas_nb.providers.fly import prices, sizes, wire
@@ -97,11 +98,13 @@ def test_machine_states_map_to_compute_statuses(state: str, status: str) -> None
     ("fm1r_abc", "FlyV1 fm1r_abc"),
     ("FlyV1 fm2_verbatim", "FlyV1 fm2_verbatim"),
     ("Bearer already", "Bearer already"),
+    ("Bearer fm2_pasted", "FlyV1 fm2_pasted"),
     ("personal-access-token", "Bearer personal-access-token"),
     ("sandbox-fly-key", "Bearer sandbox-fly-key"),
 ])
 def test_authorization_follows_flyctl(token: str, header: str) -> None:
-    assert wire.authorization(token) == header
+    # The provider uses the one header rule in atlas_nb.fly.auth_header.
+    assert authorization(token) == header
 
 
 def test_compute_ids_carry_the_app() -> None:

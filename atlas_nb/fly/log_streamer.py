@@ -12,7 +12,9 @@ Guarantees (each one a defect of the original SDK, see original_sdk.md §11):
   first subscribers share it;
 * it stops when its last subscriber leaves, and nothing restarts it (no zombie);
 * the first batch goes to the first subscriber: it is registered before the first
-  poll; later subscribers get the ring buffer's recent entries first (``backfill``);
+  poll, which ``subscribe`` makes before returning (so lines written after it returns
+  are never lost); later subscribers get the ring buffer's recent entries first
+  (``backfill``);
 * a callback that raises is logged and isolated: the others still get everything;
 * polling follows flyctl: poll again at once after new entries, back off 64 ms ->
   4 s on empty pages, keep the previous ``next_token`` when the answer has none,
@@ -22,7 +24,7 @@ Guarantees (each one a defect of the original SDK, see original_sdk.md §11):
   ``"not_found"``, and ``max_errors`` consecutive failures with ``"errors"``.
 
 Memory is bounded: the ring buffer keeps ``buffer_size`` entries, the dedupe window
-``dedupe_window`` ids, and a ``tail_logs`` queue ``maxsize`` entries.
+``dedupe_window`` to twice that many ids, and a ``tail_logs`` queue ``maxsize`` entries.
 Telemetry: ``fly.logs.poll`` ``{app, status, entries, new, wait_s, duration_ms}`` per
 poll and ``fly.logs.stopped`` ``{app, reason}``.
 """
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import threading
 import time
 from collections import deque
@@ -45,6 +46,7 @@ from .. import telemetry
 from .._http import HttpOption, RetryPolicy
 from ..errors import AtlasError, NotFound, RateLimited, Unauthorized, UnknownError, ValidationError
 from ..models import LogEntry
+from .log_dedupe import SeenIds
 from .log_events import LogBatch, LogCallback, LogsStopped, StopReason
 from .log_subscription import LogSubscription, Subscriber
 from .log_tail import LogTail
@@ -52,52 +54,6 @@ from .logs import LogPage, LogsClient, check_app
 from .tokens import TokenSource
 
 __all__ = ["LogStreams", "LogSubscription", "subscribe_logs", "tail_logs"]
-
-_log = logging.getLogger("atlas_nb.fly")
-
-
-class _SeenIds:
-    """Recently seen entry ids, for dedupe in bounded memory (two generations of ``size``).
-
-    An id is remembered for at least ``size`` and at most ``2 * size`` newer ids: plenty
-    for page overlaps and late lines, and cheaper per id than an LRU.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._current: set[str] = set()
-        self._previous: set[str] = set()
-        self._size = size
-
-    def fresh(self, ids: tuple[str, ...], entries: tuple[LogEntry, ...]
-              ) -> tuple[LogEntry, ...]:
-        """The entries whose id was not seen before (and remember them)."""
-        current, previous = self._current, self._previous
-        if current.isdisjoint(ids) and previous.isdisjoint(ids):
-            # The usual page: nothing seen before. Set operations run in C; only a page
-            # that repeats an id within itself needs the per-entry loop below.
-            before = len(current)
-            current.update(ids)
-            if len(current) - before == len(ids):
-                out = entries
-            else:
-                current.difference_update(ids)
-                out = self._one_by_one(ids, entries)
-        else:
-            out = self._one_by_one(ids, entries)
-        if len(self._current) >= self._size:
-            self._previous, self._current = self._current, set()
-        return out
-
-    def _one_by_one(self, ids: tuple[str, ...], entries: tuple[LogEntry, ...]
-                    ) -> tuple[LogEntry, ...]:
-        current, previous = self._current, self._previous
-        out = []
-        for key, entry in zip(ids, entries, strict=True):
-            if key in current or key in previous:
-                continue
-            current.add(key)
-            out.append(entry)
-        return tuple(out)
 
 
 class _Streamer:
@@ -117,7 +73,7 @@ class _Streamer:
         self._started = False
         self._stop = threading.Event()
         self._buffer: deque[LogEntry] = deque(maxlen=options.buffer_size)
-        self._seen = _SeenIds(options.dedupe_window)
+        self._seen = SeenIds(options.dedupe_window)
         self._pause = options.pause or self._stop.wait
         self._wait = 0.0  # before the next poll (the empty-page / error backoff)
         self._errors = 0  # consecutive failed polls
@@ -280,6 +236,7 @@ class LogStreams:
         max_errors: consecutive failures before a stream gives up.
         buffer_size: recent entries kept per app (backfill for late subscribers).
         dedupe_window: how many recent ids are remembered for dedupe.
+        join_timeout_s: how long closing the last subscription waits for the thread.
         pause: ``pause(seconds)`` between polls (tests inject a recorder).
     """
 

@@ -50,9 +50,6 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = AtlasMagics(shell=ipython)
     ipython.register_magics(magics)
     st.magics = magics
-    from . import tracking
-
-    tracking.on_load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -69,9 +66,6 @@ def unload_ipython_extension(ipython: Any) -> None:
     _background.stop_all()
     if st.magics is None:
         return
-    from . import tracking
-
-    tracking.on_unload(ipython)
     manager = ipython.magics_manager
     for kind in ("line", "cell"):
         table = manager.magics.get(kind, {})

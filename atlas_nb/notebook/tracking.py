@@ -4,6 +4,10 @@ Every magic and panel that spawns, lists, touches or stops tracked computes goes
 through here, so the orchestrator is imported (and started) only when first used.
 It also remembers which tracked computes live in a sandbox this kernel started, so
 ``%atlas sandbox off`` can end them while the sandbox still answers.
+
+The orchestrator starts (and installs its kernel hooks) on the first tracked spawn, not at
+``%load_ext``, and keeps running after ``%unload_ext``: it belongs to the kernel, so tracked
+computes are still reaped when idle and ended with the kernel.
 """
 
 from __future__ import annotations
@@ -20,8 +24,6 @@ __all__ = [
     "cost",
     "find",
     "forget_sandboxed",
-    "on_load",
-    "on_unload",
     "reap",
     "spawn",
     "stop_tracked",
@@ -138,13 +140,3 @@ def forget_sandboxed(url: str) -> int:
         except AtlasError:
             continue  # it stays in the ledger; the reaper keeps trying
     return ended
-
-
-def on_load(shell: Any) -> None:
-    """Nothing to start: the orchestrator starts (and installs its kernel hooks) on first
-    spawn, which keeps ``%load_ext`` fast."""
-
-
-def on_unload(shell: Any) -> None:
-    """The orchestrator keeps running on unload: it belongs to the kernel, not the magics,
-    and tracked computes must still be reaped when idle and ended with the kernel."""

@@ -4,8 +4,9 @@ The endpoint flyctl polls (providers.md §2.1): ``?next_token=&instance=&region=
 answering JSON:API ``{"data": [{"id", "type": "logs", "attributes": {timestamp,
 message, level, instance, region, meta}}], "meta": {"next_token": "<ns>"}}``.
 Without a token it returns the most recent page; with one, the lines ingested
-after that nanosecond cursor (oldest first, ``page_size`` at most). An empty page
-carries ``next_token: ""`` (clients keep their previous cursor). The cursor is the
+after that nanosecond cursor (oldest first, ``page_size`` at most). An empty answer to
+a request with a cursor carries ``next_token: ""`` (clients keep their previous one);
+without a cursor it carries one for "now", so the next poll misses nothing. The cursor is the
 *ingestion* time, so a late line with an old ``timestamp`` is still delivered.
 
 Lines are generated for every app the Fly cloud knows (its machines are the
@@ -209,10 +210,17 @@ class FlyLogs:
             token = q.get("next_token", "")
             if token and not token.isdigit():
                 return error_response(400, "next_token must be a nanosecond cursor (digits)")
-            self._advance(app, self.ctx.clock.time())
+            now = self.ctx.clock.time()
+            self._advance(app, now)
             page = self._page(app, int(token) if token else None, q.get("instance") or None,
                               q.get("region") or None)
-            next_token = str(page[-1].seq) if page else ""
+            if page:
+                next_token = str(page[-1].seq)
+            elif token:
+                next_token = ""  # nothing new: clients keep the cursor they sent
+            else:  # nothing at all yet: a cursor at "now", so the next poll misses nothing
+                lines = self._lines.get(app)
+                next_token = str(lines[-1].seq if lines else int(now * 1e9) - 1)
             return json_response({"data": [line.wire() for line in page],
                                   "meta": {"next_token": next_token}})
 

@@ -87,38 +87,48 @@ def test_deploy_in_the_background_has_a_panel_with_cancel(ip, project: Path,
 QUIET = {"fly": {"logs": {"rate": 0, "backlog": 0, "burst_every_s": 1e9}}}
 
 
-@pytest.fixture
-def fly_logs() -> Any:
-    """A sandbox whose Fly logs API emits only what a test says."""
+@pytest.fixture(scope="module")
+def fly_sandbox() -> Any:
+    """One sandbox for the module whose Fly logs API emits only what a test says."""
     from atlas_nb import sandbox
 
     with sandbox.start(provision_delay_s=0, start_delay_s=0, options=QUIET) as sb:
-        sb.fly.logs.add_app("shop-api", [("m-1", "iad"), ("m-2", "ams")])
         yield sb
 
 
+@pytest.fixture
+def fly_logs(fly_sandbox: Any, request: pytest.FixtureRequest) -> Any:
+    """The sandbox, with a fresh app ``shop-api-<n>`` for this test (``.app``)."""
+    fly_sandbox.app = f"shop-api-{len(request.node.name)}-{id(request)}"
+    fly_sandbox.fly.logs.add_app(fly_sandbox.app, [("m-1", "iad"), ("m-2", "ams")])
+    return fly_sandbox
+
+
 def test_logs_no_follow_returns_a_filtered_table(ip, fly_logs: Any) -> None:
-    logs = fly_logs.fly.logs
-    logs.emit("shop-api", "GET /health 200", level="info", instance="m-1", region="iad")
-    logs.emit("shop-api", "upstream timeout", level="error", instance="m-2", region="ams")
-    logs.emit("shop-api", "slow request", level="warn", instance="m-1", region="iad")
-    df = ip.run_line_magic("atlas", "logs shop-api --no-follow --wait 1 --level warn -o lines")
+    logs, app = fly_logs.fly.logs, fly_logs.app
+    logs.emit(app, "GET /health 200", level="info", instance="m-1", region="iad")
+    logs.emit(app, "upstream timeout", level="error", instance="m-2", region="ams")
+    logs.emit(app, "slow request", level="warn", instance="m-1", region="iad")
+    df = ip.run_line_magic("atlas", f"logs {app} --no-follow --wait 1 --level warn -o lines")
     assert list(df.columns) == ["timestamp", "level", "region", "instance", "message"]
     assert df["message"].tolist() == ["upstream timeout", "slow request"]
     assert ip.user_ns["lines"] is df
-    only = ip.run_line_magic("atlas", "logs shop-api --no-follow --wait 1 --grep HEALTH")
+    only = ip.run_line_magic("atlas", f"logs {app} --no-follow --wait 1 --grep HEALTH")
     assert only["message"].tolist() == ["GET /health 200"]
 
 
 def test_logs_panel_follows_the_app_live(ip, fly_logs: Any) -> None:
     from atlas_nb.notebook.widgets.log_tail import LogTail
 
-    tail = ip.run_line_magic("atlas", "logs shop-api --lines 50")
+    app = fly_logs.app
+    tail = ip.run_line_magic("atlas", f"logs {app} --lines 50")
     assert isinstance(tail, LogTail)
-    fly_logs.fly.logs.emit("shop-api", "hello from the sandbox", level="info",
+    fly_logs.fly.logs.emit(app, "hello from the sandbox", level="info",
                            instance="m-1", region="iad")
-    fly_logs.fly.logs.burst("shop-api", 120)
     deadline = time.monotonic() + 15
+    while tail.received < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    fly_logs.fly.logs.burst(app, 120)  # after the first page: the cursor pages them all
     while tail.received < 121 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert tail.received >= 121
@@ -126,6 +136,6 @@ def test_logs_panel_follows_the_app_live(ip, fly_logs: Any) -> None:
     deadline = time.monotonic() + 5
     while tail.redraws == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert tail.view.outputs and "shop-api" in tail.view.outputs[0]["text"]
+    assert tail.view.outputs and app in tail.view.outputs[0]["text"]
     tail.close()
     assert not any(w.alive for w in tail._workers)

@@ -36,6 +36,7 @@ from ...errors import (
     TransportError,
     ValidationError,
 )
+from ...fly.auth_header import authorization
 from ...gpus import canonical
 from ...models import COMPUTE_STATUSES, Compute, ComputeRequest, GpuType
 from ..base import BaseProvider
@@ -103,7 +104,7 @@ class Fly(BaseProvider):
         return f"Fly(app={self._app!r})" if self._app else "Fly()"
 
     def auth_headers(self, key: str) -> dict[str, str]:
-        return {"Authorization": wire.authorization(key)}
+        return {"Authorization": authorization(key)}
 
     # -- computes ---------------------------------------------------------------------
     def spawn_compute(self, request: ComputeRequest) -> Compute:

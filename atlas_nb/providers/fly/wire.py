@@ -68,21 +68,6 @@ _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 # -- auth and ids -----------------------------------------------------------------------
-def authorization(token: str) -> str:
-    """The ``Authorization`` value flyctl would send for ``token``.
-
-    A token already carrying ``FlyV1 `` or ``Bearer `` is sent verbatim; a macaroon
-    (``fm1r_``/``fm2_``..., possibly a comma-separated chain) gets ``FlyV1 ``;
-    anything else is a bearer token (superfly/fly-go tokens.go ``normalized()``).
-    """
-    token = token.strip()
-    if token.startswith(("FlyV1 ", "Bearer ")):
-        return token
-    if token.startswith(("fm1r_", "fm1a_", "fm2_")):
-        return f"FlyV1 {token}"
-    return f"Bearer {token}"
-
-
 def check_app(app: Any) -> str:
     """``app`` if it is a valid Fly app name, else a ``ValidationError`` saying why."""
     if not isinstance(app, str) or not _APP_RE.match(app):
