@@ -47,6 +47,7 @@ demo: $(STAMP)
 	$(BIN)/python -m atlas_nb.demo
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[bench]"   # the official runpod SDK, a baseline
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python "$$b"; echo; done
 
 clean:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         list_gpu_types,
         run_job,
         spawn_compute,
+        spawn_many,
         start,
         stop,
         stream_job,
@@ -62,7 +63,8 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     **{name: "facade" for name in (
         "Catalog", "CatalogWarning", "cancel_job", "capabilities", "get_compute", "get_job",
-        "list_compute", "list_gpu_types", "run_job", "spawn_compute", "start", "stop",
+        "list_compute", "list_gpu_types", "run_job", "spawn_compute", "spawn_many", "start",
+        "stop",
         "stream_job", "terminate", "wait_ready")},
     **{name: "models" for name in (
         "AuthHandle", "Compute", "ComputeRequest", "GpuType", "Job", "JobRequest", "PortMapping")},
@@ -121,6 +123,7 @@ __all__ = [
     "register",
     "run_job",
     "spawn_compute",
+    "spawn_many",
     "start",
     "stop",
     "stream_job",

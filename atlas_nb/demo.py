@@ -164,10 +164,15 @@ def _seconds(cell: Mapping[str, Any]) -> float:
     return max(0.0, (ended - begun).total_seconds())
 
 
-def report_cell(cell: Mapping[str, Any], index: int, number: int) -> CellReport:
-    """The ``CellReport`` of an executed code cell."""
+def report_cell(cell: Mapping[str, Any], index: int, number: int,
+                reply: Mapping[str, Any] | None = None) -> CellReport:
+    """The ``CellReport`` of an executed code cell, from its outputs and, when given, the
+    kernel's ``execute_reply`` content (an IPython ``UsageError`` leaves no error output,
+    only an error reply)."""
     outputs = list(cell.get("outputs") or [])
     error = _error(outputs)
+    if error is None and reply is not None and reply.get("status") == "error":
+        error = f"{reply.get('ename')}: {reply.get('evalue')}"
     tags = (cell.get("metadata") or {}).get("tags") or []
     status = "ok" if error is None else (
         "expected error" if EXPECTED_ERROR_TAG in tags else "error")
@@ -212,7 +217,8 @@ def execute_notebook(
     reports: list[CellReport] = []
 
     def executed(cell: Any, cell_index: int, execute_reply: Any) -> None:
-        rep = report_cell(cell, cell_index, numbers[cell_index])
+        reply = (execute_reply or {}).get("content") or {}
+        rep = report_cell(cell, cell_index, numbers[cell_index], reply)
         reports.append(rep)
         if on_cell is not None:
             on_cell(rep)

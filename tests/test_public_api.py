@@ -43,6 +43,7 @@ EXPECTED_ALL = [
     "register",
     "run_job",
     "spawn_compute",
+    "spawn_many",
     "start",
     "stop",
     "stream_job",

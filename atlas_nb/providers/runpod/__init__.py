@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from ..._http import decode
@@ -126,10 +127,13 @@ class RunPod(BaseProvider):
 
     # -- catalog ----------------------------------------------------------------------
     def list_gpu_types(self) -> list[GpuType]:
-        catalog = self.client("rest").request(
-            "GET", "/v2/catalog/gpus", params={"include": "AVAILABILITY", "product": "POD"}
-        )
-        return wire.gpu_types_from_wire(catalog, self._spot_catalog())
+        # On-demand prices (REST v2) and spot prices (GraphQL) are independent: fetch both at once.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            spot = pool.submit(self._spot_catalog)
+            catalog = self.client("rest").request(
+                "GET", "/v2/catalog/gpus", params={"include": "AVAILABILITY", "product": "POD"}
+            )
+            return wire.gpu_types_from_wire(catalog, spot.result())
 
     # -- internals --------------------------------------------------------------------
     @staticmethod
