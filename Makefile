@@ -3,6 +3,7 @@
 #
 #   make test    ruff + mypy --strict + pytest      make demo    the sandbox demo
 #   make lint    ruff + mypy only                   make bench   every bench/*.py
+#   make lab     JupyterLab on notebooks/, with the sandbox on
 #
 # Overrides: make test VENV=/tmp/v PYTHON=python3.12 PYTEST_ARGS="-x -k sandbox"
 
@@ -22,7 +23,7 @@ EXTRAS ?= dev,notebook,sandbox
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo lab bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "make: need python3 >= 3.11 on PATH (or PYTHON=...)" >&2; exit 1; }
@@ -43,8 +44,25 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# Executes notebooks/01_quickstart.ipynb against the sandbox; the executed copy goes to build/.
 demo: $(STAMP)
 	$(BIN)/python -m atlas_nb.demo
+
+# One sandbox process for the whole session (every kernel inherits ATLAS_NB_SANDBOX, so
+# `%atlas sandbox on` attaches at once); it stops when JupyterLab does.
+LAB_ARGS ?=
+lab: $(STAMP)
+	@$(BIN)/python -c 'import jupyterlab' 2>/dev/null || $(BIN)/python -m pip install -q -e ".[lab]"
+	@log=$$(mktemp); $(BIN)/atlas-nb sandbox >"$$log" 2>&1 & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; rm -f "$$log"' EXIT; url=; \
+	for _ in $$(seq 300); do \
+		url=$$(sed -n 's/^atlas_nb sandbox listening on //p' "$$log"); [[ -n $$url ]] && break; \
+		kill -0 $$pid 2>/dev/null || { cat "$$log" >&2; exit 1; }; sleep 0.1; \
+	done; \
+	[[ -n $$url ]] || { echo "make: the sandbox did not start" >&2; exit 1; }; \
+	echo "make: sandbox at $$url; JupyterLab on notebooks/ (Ctrl-C twice stops both)"; \
+	root=$$([[ $$(id -u) == 0 ]] && echo --allow-root || true); \
+	ATLAS_NB_SANDBOX=$$url $(BIN)/jupyter lab --ServerApp.root_dir=notebooks $$root $(LAB_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[bench]"   # the official runpod SDK, a baseline

@@ -19,6 +19,7 @@ import argparse
 import html
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -36,10 +37,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CellReport",
+    "digest",
     "execute_notebook",
+    "kernel_env",
     "live_computes",
     "main",
     "notebooks_dir",
+    "report_cell",
     "run",
     "run_notebook",
 ]
@@ -76,8 +80,8 @@ class CellReport:
     def line(self, width: int = _WIDTH) -> str:
         """``  ok     0.4s  [3] %atlas providers -> table of 5 rows (provider, key, ...)``."""
         mark = {"ok": "ok", "error": "FAILED", "expected error": "ok*"}[self.status]
-        head = f"  {mark:<6} {self.seconds:5.1f}s  [{self.number}] {_clip(self.source, 44)}"
-        detail = self.error if self.status == "error" and self.error else self.result
+        head = f"  {mark:<6} {self.seconds:5.1f}s  [{self.number}] {_clip(self.source, 40)}"
+        detail = self.error if self.error and self.status != "ok" else self.result
         return f"{head}  -> {_clip(detail, max(20, width - len(head)))}" if detail else head
 
 
@@ -211,7 +215,7 @@ def execute_notebook(
     from nbclient import NotebookClient
 
     source = Path(path)
-    nb = nbformat.read(source, as_version=4)
+    nb = nbformat.read(source, as_version=4)  # type: ignore[no-untyped-call]
     numbers = {i: n for n, i in enumerate(
         (i for i, c in enumerate(nb.cells) if c.cell_type == "code"), start=1)}
     reports: list[CellReport] = []
@@ -246,18 +250,19 @@ def live_computes(providers: Iterable[str] = ALL_PROVIDERS) -> list[atlas.Comput
     return found
 
 
-def _kernel_env(url: str, home: Path) -> dict[str, str]:
+def kernel_env(url: str, home: Path) -> dict[str, str]:
     """This process's environment, pointed at the sandbox at ``url``, with no provider
-    key and a private config file and data dir under ``home``."""
+    key, and a private config file, data dir and IPython profile under ``home``."""
     from atlas_nb import config
 
     env = dict(os.environ)
     for names in config.API_KEY_ENV.values():
         for name in names:
             env.pop(name, None)
+    env.pop("ATLAS_NB_PROVIDER", None)  # the notebooks name their providers
     env.pop("MPLBACKEND", None)  # the kernel's inline backend draws the charts
     env.update(ATLAS_NB_SANDBOX=url, ATLAS_NB_CONFIG=str(home / "config.yaml"),
-               ATLAS_NB_DATA_DIR=str(home / "data"))
+               ATLAS_NB_DATA_DIR=str(home / "data"), IPYTHONDIR=str(home / "ipython"))
     return env
 
 
@@ -276,12 +281,14 @@ def run_notebook(notebook: str | os.PathLike[str] | None = None, *,
     with sandbox.start() as sb, tempfile.TemporaryDirectory(prefix="atlas-demo-") as home:
         print(f"  sandbox at {sb.url} (RunPod, Lambda, Vast and Fly emulated on loopback)")
         print("  code cells as they finish (status, seconds, [cell] source -> result):")
-        nb, reports = execute_notebook(path, env=_kernel_env(sb.url, Path(home)),
-                                       timeout_s=timeout_s, on_cell=lambda r: print(r.line()))
+        width = max(_WIDTH, shutil.get_terminal_size((140, 24)).columns)
+        nb, reports = execute_notebook(path, env=kernel_env(sb.url, Path(home)),
+                                       timeout_s=timeout_s,
+                                       on_cell=lambda r: print(r.line(width), flush=True))
         left = live_computes()
         violations = sb.violations
     out.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, out)
+    nbformat.write(nb, out)  # type: ignore[no-untyped-call]
     failed = [r for r in reports if r.failed]
     expected = sum(r.status == "expected error" for r in reports)
     print(f"{len(reports)} code cells: {len(reports) - len(failed)} ok"

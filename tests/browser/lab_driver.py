@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any
 
 from playwright.sync_api import Locator, Page, expect
 
@@ -50,9 +49,11 @@ class NotebookPage:
             "data-status", "idle", timeout=timeout_s * 1000)
 
     def menu(self, top: str, item: str) -> None:
-        """Click ``top`` in the menu bar, then ``item`` in its menu."""
+        """Click ``top`` in the menu bar, then ``item`` in its menu (a menu item's
+        accessible name ends with its keyboard shortcut, if it has one)."""
         self.page.get_by_role("menubar").get_by_role("menuitem", name=top, exact=True).click()
-        self.page.get_by_role("menu").get_by_role("menuitem", name=item, exact=True).click()
+        name = re.compile(rf"^{re.escape(item)}(\s|$)")
+        self.page.get_by_role("menu").get_by_role("menuitem", name=name).click()
 
     def run_all(self, timeout_s: float = 120.0) -> None:
         """Run ▸ Run All Cells, then wait until every cell has run."""
@@ -69,12 +70,22 @@ class NotebookPage:
             self.page.wait_for_function(_DONE_JS, timeout=left * 1000, polling=200)
             self.page.wait_for_timeout(500)
 
-    def restart_kernel(self) -> None:
-        """Kernel ▸ Restart Kernel…, then confirm in the dialog."""
-        self.menu("Kernel", "Restart Kernel…")
+    def select(self, cell: Locator) -> None:
+        """Make ``cell`` the active cell (a click on its prompt: command mode, no editing)."""
+        cell.locator(".jp-InputPrompt").click()
+        expect(cell).to_have_class(re.compile(r"\bjp-mod-active\b"))
+
+    def restart_kernel(self, item: str = "Restart Kernel…") -> None:
+        """Kernel ▸ ``item`` (any of the Restart Kernel… entries), then confirm."""
+        self.menu("Kernel", item)
+        self.confirm_restart()
+
+    def confirm_restart(self) -> None:
+        """Press Restart in JupyterLab's "Restart Kernel?" dialog."""
         dialog = self.page.get_by_role("dialog")
         expect(dialog).to_contain_text("Restart")
-        dialog.get_by_role("button", name="Restart", exact=True).click()
+        # Matched by its visible label: its accessible name is "Confirm Kernel Restart".
+        dialog.locator("button").filter(has_text=re.compile(r"^\s*Restart\s*$")).click()
 
     # -- cells and outputs --------------------------------------------------------------
     def code_cells(self) -> Locator:
@@ -109,10 +120,23 @@ class NotebookPage:
         return found
 
     # -- evidence ---------------------------------------------------------------------
-    def screenshot(self, name: str, target: Locator | None = None) -> Path:
-        """Save a PNG of ``target`` (default: the whole page) as ``screenshots/name.png``."""
+    def screenshot(self, name: str, target: Locator | None = None, *,
+                   up_to: Locator | None = None) -> Path:
+        """Save a PNG of ``target`` (default: the whole page) as ``screenshots/name.png``;
+        with ``up_to``, cropped on the right just past that element (a cell spans the
+        whole window, its widgets often much less)."""
         self.screenshots.mkdir(parents=True, exist_ok=True)
         path = self.screenshots / f"{name}.png"
-        shot: Any = target if target is not None else self.page
-        shot.screenshot(path=path)
+        if target is None:
+            self.page.screenshot(path=path)
+        elif up_to is None:
+            target.screenshot(path=path)
+        else:
+            target.scroll_into_view_if_needed()  # boxes are in viewport coordinates
+            box, edge = target.bounding_box(), up_to.bounding_box()
+            assert box is not None and edge is not None, "nothing to photograph"
+            right = min(box["x"] + box["width"], edge["x"] + edge["width"] + 24)
+            self.page.screenshot(path=path, clip={
+                "x": box["x"], "y": box["y"], "width": right - box["x"],
+                "height": box["height"]})
         return path

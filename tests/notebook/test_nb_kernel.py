@@ -100,7 +100,12 @@ def test_interrupting_a_sync_run_cancels_the_remote_job(kernel: Any, sb: Any) ->
             break
     assert reply["content"]["status"] == "error", reply["content"]
     assert reply["content"]["ename"] == "KeyboardInterrupt", reply["content"]
-    _, msgs = run(kernel, "print(j.id)")
+    for _ in range(20):  # ipykernel aborts requests that queued behind the failed cell
+        reply, msgs = run(kernel, "print(j.id)", ok=False)
+        if reply["status"] != "aborted":
+            break
+        time.sleep(0.1)
+    assert reply["status"] == "ok", msgs
     job_id = "".join(m["content"].get("text", "") for m in msgs).strip()
     deadline = time.monotonic() + 10
     while sb.runpod.job("slow", job_id)["status"] != "CANCELLED" and time.monotonic() < deadline:
