@@ -44,6 +44,7 @@ __all__ = [
     "main",
     "notebooks_dir",
     "report_cell",
+    "result_lines",
     "run",
     "run_notebook",
 ]
@@ -61,7 +62,8 @@ class CellReport:
     ``status`` is ``ok``, ``error`` or ``expected error`` (an error in a cell tagged
     ``raises-exception``); ``number`` counts code cells from 1; ``result`` is a one-line
     digest of the cell's output (its printed lines, else its notes on stderr, else its
-    displayed value) and ``error`` is ``"Name: message"`` when the cell raised.
+    displayed value), ``details`` the same as separate lines, and ``error`` is
+    ``"Name: message"`` when the cell raised.
     """
 
     number: int
@@ -71,22 +73,43 @@ class CellReport:
     source: str
     result: str
     error: str | None = None
+    details: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
         """Whether the cell raised without being tagged ``raises-exception``."""
         return self.status == "error"
 
-    def line(self, width: int = _WIDTH) -> str:
-        """``  ok     0.4s  [3] %atlas providers -> table of 5 rows (provider, key, ...)``."""
+    def line(self, width: int | None = None) -> str:
+        """``  ok     0.4s  [3] %atlas providers  -> table of 5 rows (provider, ...)``, at most
+        ``width`` characters (default: the terminal's width, at least 100)."""
+        if width is None:
+            width = max(_WIDTH, shutil.get_terminal_size((140, 24)).columns)
         mark = {"ok": "ok", "error": "FAILED", "expected error": "ok*"}[self.status]
         head = f"  {mark:<6} {self.seconds:5.1f}s  [{self.number}] {_clip(self.source, 40)}"
         detail = self.error if self.error and self.status != "ok" else self.result
         return f"{head}  -> {_clip(detail, max(20, width - len(head)))}" if detail else head
 
+    def summary(self, width: int | None = None, max_lines: int = 6) -> str:
+        """``line()``, or when the result does not fit on it, the status line followed by
+        the result's lines (at most ``max_lines``), indented."""
+        if width is None:
+            width = max(_WIDTH, shutil.get_terminal_size((140, 24)).columns)
+        one = self.line(width)
+        if self.status != "ok" or len(self.details) < 2 or not one.endswith("…"):
+            return one
+        head = one.split("  -> ")[0]
+        indent = " " * 17
+        shown = [indent + _clip(d, width - len(indent), squash=False)
+                 for d in self.details[:max_lines]]
+        if len(self.details) > max_lines:
+            shown.append(f"{indent}… {len(self.details) - max_lines} more line(s)")
+        return "\n".join([head, *shown])
 
-def _clip(text: str, width: int) -> str:
-    text = " ".join(text.split())
+
+def _clip(text: str, width: int, *, squash: bool = True) -> str:
+    if squash:
+        text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -123,9 +146,9 @@ def _table(data: Mapping[str, Any]) -> str | None:
     return f"table of {rows} row{'s' if rows != 1 else ''} ({', '.join(columns)})"
 
 
-def digest(outputs: Iterable[Mapping[str, Any]]) -> str:
-    """One line for a cell's outputs: its stdout, else its stderr notes, else what it
-    displayed (a table is summarised by its size and columns, an image by its kind)."""
+def result_lines(outputs: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The lines that tell what a cell did: its stdout, else its stderr notes, else what
+    it displayed (a table summarised by its size and columns, an image by its kind)."""
     streams: dict[str, list[str]] = {"stdout": [], "stderr": []}
     shown: list[str] = []
     for out in outputs:
@@ -141,12 +164,17 @@ def digest(outputs: Iterable[Mapping[str, Any]]) -> str:
                 shown.append("a chart (image/png)")
             elif "text/plain" in data:
                 shown.append(_text(data["text/plain"]))
-    for text in ("".join(streams["stdout"]), "".join(streams["stderr"]), " · ".join(shown)):
+    for text in ("".join(streams["stdout"]), "".join(streams["stderr"]), "\n".join(shown)):
         lines = [line.strip() for line in text.replace("\r", "\n").splitlines()]
         lines = [line for line in lines if line]
         if lines:
-            return " · ".join(lines)
-    return ""
+            return lines
+    return []
+
+
+def digest(outputs: Iterable[Mapping[str, Any]]) -> str:
+    """``result_lines`` as one line, joined with `` · ``."""
+    return " · ".join(result_lines(outputs))
 
 
 def _error(outputs: Iterable[Mapping[str, Any]]) -> str | None:
@@ -181,21 +209,27 @@ def report_cell(cell: Mapping[str, Any], index: int, number: int,
     status = "ok" if error is None else (
         "expected error" if EXPECTED_ERROR_TAG in tags else "error")
     source = next((line for line in _text(cell.get("source")).splitlines() if line.strip()), "")
+    lines = result_lines(outputs)
     return CellReport(number=number, index=index, status=status, seconds=_seconds(cell),
-                      source=source, result=digest(outputs), error=error)
+                      source=source, result=" · ".join(lines), error=error,
+                      details=tuple(lines))
 
 
 # -- running --------------------------------------------------------------------------------
-def _kernel_manager(sockets: Path) -> Any:
-    """A manager for a kernel of *this* interpreter, whatever kernelspecs the machine has
-    (ipykernel's built-in ``python3`` spec runs ``sys.executable``), talking over Unix
-    sockets in the private folder ``sockets`` rather than loopback TCP."""
+def _kernel_manager_class() -> type[Any]:
+    """An ``AsyncKernelManager`` (what nbclient drives) for a kernel of *this* interpreter,
+    whatever kernelspecs the machine has: ipykernel's built-in ``python3`` spec, which runs
+    ``sys.executable``."""
     from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
 
-    specs = KernelSpecManager(kernel_dirs=[], ensure_native_kernel=True)
-    return KernelManager(kernel_name="python3", kernel_spec_manager=specs, transport="ipc",
-                         ip=str(sockets / "kernel"))
+    class ThisInterpreterKernel(AsyncKernelManager):
+        @default("kernel_spec_manager")
+        def _only_the_native_spec(self) -> KernelSpecManager:
+            return KernelSpecManager(kernel_dirs=[], ensure_native_kernel=True)
+
+    return ThisInterpreterKernel
 
 
 def execute_notebook(
@@ -227,18 +261,23 @@ def execute_notebook(
         if on_cell is not None:
             on_cell(rep)
 
-    with tempfile.TemporaryDirectory(prefix="atlas-kernel-") as sockets:
-        km = _kernel_manager(Path(sockets))
-        client = NotebookClient(
-            nb, km=km, timeout=int(timeout_s), startup_timeout=60, allow_errors=True,
-            record_timing=True, resources={"metadata": {"path": str(source.resolve().parent)}},
-            on_cell_executed=executed,
-        )
+    client = NotebookClient(
+        nb, kernel_name="python3", kernel_manager_class=_kernel_manager_class(),
+        timeout=int(timeout_s), startup_timeout=60, allow_errors=True, record_timing=True,
+        resources={"metadata": {"path": str(source.resolve().parent)}},
+        on_cell_executed=executed,
+    )
+    # The kernel's own stderr (start-up notices, a crash) goes to a log, not the terminal;
+    # when the run fails, its last lines are added to the exception.
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
         try:
-            client.execute(env=dict(os.environ if env is None else env))
-        finally:
-            if km.has_kernel:  # a kernel we own: shut it down gracefully (its hooks run)
-                km.shutdown_kernel(now=False)
+            client.execute(env=dict(os.environ if env is None else env), stderr=log)
+        except Exception as exc:
+            log.seek(0)
+            tail = log.read().strip().splitlines()[-20:]
+            if tail:
+                exc.add_note("kernel stderr (last lines):\n" + "\n".join(tail))
+            raise
     return nb, reports
 
 
@@ -281,10 +320,16 @@ def run_notebook(notebook: str | os.PathLike[str] | None = None, *,
     with sandbox.start() as sb, tempfile.TemporaryDirectory(prefix="atlas-demo-") as home:
         print(f"  sandbox at {sb.url} (RunPod, Lambda, Vast and Fly emulated on loopback)")
         print("  code cells as they finish (status, seconds, [cell] source -> result):")
-        width = max(_WIDTH, shutil.get_terminal_size((140, 24)).columns)
-        nb, reports = execute_notebook(path, env=kernel_env(sb.url, Path(home)),
-                                       timeout_s=timeout_s,
-                                       on_cell=lambda r: print(r.line(width), flush=True))
+        from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+        try:
+            nb, reports = execute_notebook(path, env=kernel_env(sb.url, Path(home)),
+                                           timeout_s=timeout_s,
+                                           on_cell=lambda r: print(r.summary(), flush=True))
+        except (CellTimeoutError, DeadKernelError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            print(f"demo: the notebook did not finish: {first}", file=sys.stderr)
+            return 1
         left = live_computes()
         violations = sb.violations
     out.parent.mkdir(parents=True, exist_ok=True)

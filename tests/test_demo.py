@@ -30,19 +30,35 @@ def test_demo_executes_the_quickstart_and_prints_a_summary(tmp_path: Path) -> No
     lines = done.stdout.splitlines()
     assert lines[0] == "atlas_nb demo: 01_quickstart.ipynb, executed headless against the sandbox"
     assert re.fullmatch(r"  sandbox at http://127\.0\.0\.1:\d+ \(.*\)", lines[1])
-    cells = [line for line in lines if re.match(r"  (ok|FAILED|ok\*) +\d+\.\ds  \[\d+\] ", line)]
-    assert len(cells) == 10 and all(line.startswith("  ok ") for line in cells)
-    by_source = {re.sub(r"^.*?\[\d+\] ", "", line).split("  -> ")[0]: line for line in cells}
-    spawn = next(v for k, v in by_source.items() if k.startswith("%%atlas spawn"))
-    pod = re.search(r"-> spawned (\w+) \(atlas-\w+-quickstart-\w+\) on runpod, tracked", spawn)
+    # One block per code cell: its status line, then (when the result is long) the
+    # result's lines, indented under it.
+    blocks: list[list[str]] = []
+    for line in lines[3:-1]:
+        if re.match(r"  (ok|FAILED|ok\*) +\d+\.\ds  \[\d+\] ", line):
+            blocks.append([line])
+        else:
+            assert line.startswith(" " * 17) and blocks, line
+            blocks[-1].append(line.strip())
+    assert len(blocks) == 10 and all(b[0].startswith("  ok ") for b in blocks)
+    cell = {re.sub(r"^.*?\[\d+\] ", "", b[0]).split("  -> ")[0]: "\n".join(b) for b in blocks}
+
+    def result(source: str) -> str:
+        return next(v for k, v in cell.items() if k.startswith(source))
+
+    pod = re.search(r"spawned (\w+) \(atlas-\w+-quickstart-\w+\) on runpod, tracked",
+                    result("%%atlas spawn"))
     assert pod is not None
-    shown = next(v for k, v in by_source.items() if k.startswith("from atlas_nb.auth import sign"))
-    assert f"-> pod {pod.group(1)} is running at https://{pod.group(1)}-8000.proxy" in shown
-    verifier = next(v for k, v in by_source.items() if k.startswith("tampered"))
-    assert "-> no credentials -> 401 missing_credentials · wrong bearer token -> 401" in verifier
-    assert by_source["%atlas terminate $pod"].endswith(f"-> terminated {pod.group(1)}")
-    assert by_source["import atlas_nb as atlas"].endswith(
-        "-> tracked: 0, live pods on runpod: 0")
+    assert f"pod {pod.group(1)} is running at https://{pod.group(1)}-8000.proxy" in result(
+        "from atlas_nb.auth import sign")
+    verifier = [" ".join(x.split()) for x in result("tampered").splitlines()[1:]]
+    assert verifier == ["no credentials -> 401 missing_credentials",
+                        "wrong bearer token -> 401 bad_token",
+                        "pod.auth.headers() -> 200 meta-llama/Llama-3.1-8B-Instruct",
+                        "the signed URL -> 200 meta-llama/Llama-3.1-8B-Instruct",
+                        "a tampered signed URL -> 401 bad_signature"]
+    assert result("%atlas dashboard").splitlines()[1] == "Dashboard: 1 compute(s)"
+    assert cell["%atlas terminate $pod"].endswith(f"-> terminated {pod.group(1)}")
+    assert cell["import atlas_nb as atlas"].endswith("-> tracked: 0, live pods on runpod: 0")
     written = out / "01_quickstart.ipynb"
     assert re.fullmatch(
         r"10 code cells: 10 ok, 0 failed · 0 computes left running · 0 API contract "
@@ -129,4 +145,15 @@ def test_a_report_line_shows_the_error_of_a_failed_cell() -> None:
     assert (rep.status, rep.seconds, rep.source, rep.failed) == ("error", 1.5, "x = 1", True)
     assert rep.line() == "  FAILED   1.5s  [2] x = 1  -> KeyError: 'k'"
     ok = demo.report_cell({**cell, "outputs": cell["outputs"][:1]}, index=3, number=2)
-    assert ok.line() == "  ok       1.5s  [2] x = 1  -> before"
+    assert ok.line() == ok.summary() == "  ok       1.5s  [2] x = 1  -> before"
+
+
+def test_a_long_result_goes_under_the_status_line() -> None:
+    rep = demo.CellReport(number=7, index=9, status="ok", seconds=0.25, source="calls()",
+                          result="a -> 401 missing · b -> 200 ok",
+                          details=("a  -> 401 missing", "b  -> 200 ok"))
+    assert rep.summary(width=200) == (
+        "  ok       0.2s  [7] calls()  -> a -> 401 missing · b -> 200 ok")
+    assert rep.summary(width=40, max_lines=1).splitlines() == [
+        "  ok       0.2s  [7] calls()", " " * 17 + "a  -> 401 missing",
+        " " * 17 + "… 1 more line(s)"]

@@ -68,7 +68,7 @@ def test_readme_with_repo_links_builds_strict(tmp_path: Path) -> None:
     shutil.copytree(REPO / "docs", site_src / "docs")
     shutil.copy(REPO / "mkdocs.yml", site_src / "mkdocs.yml")
     (site_src / "atlas_nb").symlink_to(REPO / "atlas_nb")
-    (site_src / "docs/img").mkdir()
+    (site_src / "docs/img").mkdir(exist_ok=True)
     (site_src / "docs/img/dashboard.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     (site_src / "README.md").write_text(
         "# atlas_nb\n\n"

@@ -55,15 +55,15 @@ class Run:
     def outputs(self, number: int) -> str:
         """Everything code cell ``number`` (from 1) showed, as plain text."""
         cells = [c for c in self.nb.cells if c.cell_type == "code"]
-        parts: list[str] = []
+        text = ""
         for out in cells[number - 1].outputs:
-            if out.output_type == "stream":
-                parts.append(out.text)
+            if out.output_type == "stream":  # one print can arrive in several chunks
+                text += out.text
             elif out.output_type == "error":
-                parts.append(f"{out.ename}: {out.evalue}")
+                text += f"{out.ename}: {out.evalue}\n"
             else:
-                parts.append(out.get("data", {}).get("text/plain", ""))
-        return _ANSI.sub("", "\n".join(parts))
+                text += out.get("data", {}).get("text/plain", "") + "\n"
+        return _ANSI.sub("", text)
 
     def cell(self, startswith: str) -> int:
         """The number of the first code cell whose source starts with ``startswith``."""
@@ -124,6 +124,9 @@ def _assert_clean_run(run: Run, expected_errors: int = 0) -> None:
     assert run.violations == [], "every request and response matched the provider specs"
     text = json.dumps(run.nb)
     assert not [s for s in run.secrets if s in text], "no token or signing secret in the outputs"
+    noise = [out.text for c in run.nb.cells if c.cell_type == "code" for out in c.outputs
+             if out.output_type == "stream" and re.search(r"\w+Warning\b", out.text)]
+    assert noise == [], "no warning lands in a notebook"
 
 
 def test_notebooks_are_stored_clean_and_start_the_sandbox() -> None:

@@ -42,10 +42,11 @@ def test_the_readme_has_samples() -> None:
 def test_sample_runs(line: int, code: str, why: str | None, tmp_path: Path) -> None:
     if why:
         pytest.skip(f"README line {line}: {why}")
+    secret = ("_API_KEY", "_API_TOKEN", "_ACCESS_TOKEN")
     env = {k: v for k, v in os.environ.items()
-           if not k.endswith(("_API_KEY", "_API_TOKEN", "_ACCESS_TOKEN")) and k != "ATLAS_NB_SANDBOX"}
-    env.update(ATLAS_NB_CONFIG=str(tmp_path / "config.yaml"), ATLAS_NB_DATA_DIR=str(tmp_path / "data"),
-               HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+           if not k.endswith(secret) and k != "ATLAS_NB_SANDBOX"}
+    env.update(ATLAS_NB_CONFIG=str(tmp_path / "config.yaml"),
+               ATLAS_NB_DATA_DIR=str(tmp_path / "data"), HOME=str(tmp_path), PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, f"README sample at line {line} failed:\n{proc.stderr[-3000:]}"

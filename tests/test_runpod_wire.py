@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import atlas_nb
 from atlas_nb import ComputeRequest, ValidationError
 from atlas_nb.models import COMPUTE_STATUSES, JOB_STATUSES
+from atlas_nb.providers.base import matches
 from atlas_nb.providers.runpod import wire
 
 _CANDIDATES = [  # the copy vendored with the sandbox, else the shared one
@@ -293,12 +294,12 @@ def test_list_filters() -> None:
                                    "gpu": {"id": "NVIDIA H100 80GB HBM3"},
                                    "dataCenterId": "US-TX-3"})
     assert h100.gpu_type == "h100_sxm"
-    assert wire.matches(h100, status="running", name="atlas-", gpu="h100", region="US-TX-3")
-    assert wire.matches(h100, status=None, name=None, gpu="h100_sxm", region=None)
-    assert not wire.matches(h100, status=None, name=None, gpu="h100_pcie", region=None)
-    assert not wire.matches(h100, status="stopped", name=None, gpu=None, region=None)
-    assert not wire.matches(h100, status=None, name="other", gpu=None, region=None)
-    assert not wire.matches(h100, status=None, name=None, gpu=None, region="EU-RO-1")
+    assert matches(h100, status="running", name="atlas-", gpu="h100", region="US-TX-3")
+    assert matches(h100, status=None, name=None, gpu="h100_sxm", region=None)
+    assert not matches(h100, status=None, name=None, gpu="h100_pcie", region=None)
+    assert not matches(h100, status="stopped", name=None, gpu=None, region=None)
+    assert not matches(h100, status=None, name="other", gpu=None, region=None)
+    assert not matches(h100, status=None, name=None, gpu=None, region="EU-RO-1")
 
 
 def test_is_our_create_needs_the_marker_when_env_is_there() -> None:

@@ -16,7 +16,10 @@ base class is required, so a user's own class plugs in unchanged). The contract:
   or gone returns ``None`` silently.
 * **get after terminate** may return ``status="terminated"`` or raise ``NotFound``.
 * **Creates are never replayed blindly.** If a create's answer is lost, look the
-  resource up by its name before trying again.
+  resource up by its name before trying again (``BaseProvider.create_once``).
+* **list_compute filters** the same way everywhere (``filter_computes``): ``name`` is a
+  prefix, ``gpu`` canonical (a family name matches its members), an unknown ``status``
+  is a ``ValidationError``.
 * **Secrets.** ``raw`` never carries the pod env, a token or an API key; keys go
   only in headers, never in URLs. Use ``strip_secrets`` on every payload.
 * **Capabilities** are a subset of ``CAPABILITIES`` that the code really backs.
@@ -25,16 +28,46 @@ base class is required, so a user's own class plugs in unchanged). The contract:
 from __future__ import annotations
 
 import inspect
+import math
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
-from .._http import HttpClient, HttpOption, RetryPolicy
+from .._http import HttpClient, HttpOption, RetryPolicy, decode
 from ..config import resolve_api_key, resolve_base_url
-from ..errors import Unauthorized, Unsupported
-from ..models import Compute, ComputeRequest, GpuType, Job, JobRequest
+from ..errors import (
+    AtlasError,
+    ProviderError,
+    RateLimited,
+    Timeout,
+    TransportError,
+    Unauthorized,
+    Unsupported,
+    ValidationError,
+)
+from ..gpus import GPUS, canonical
+from ..models import COMPUTE_STATUSES, Compute, ComputeRequest, GpuType, Job, JobRequest
 
-__all__ = ["CAPABILITIES", "BaseProvider", "Provider", "instantiate", "strip_secrets"]
+__all__ = [
+    "CAPABILITIES",
+    "BaseProvider",
+    "Provider",
+    "TargetGone",
+    "as_datetime",
+    "as_list",
+    "as_map",
+    "as_str",
+    "deep_merge",
+    "filter_computes",
+    "instantiate",
+    "matches",
+    "strip_secrets",
+    "to_float",
+]
+
+T = TypeVar("T")
+_Row = Mapping[str, Any]
 
 CAPABILITIES: frozenset[str] = frozenset(
     {
@@ -183,6 +216,113 @@ def _strip(raw: Any, secrets: tuple[str, ...], leaves: frozenset[type]) -> Any:
     return raw
 
 
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` laid over it; nested dicts merge, everything else replaces.
+
+    How every provider merges ``provider_opts`` into its create body.
+    """
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def to_float(value: Any, default: float = 0.0) -> float:
+    """A finite float from a number or numeric string; ``default`` for anything else."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return default
+    return out if math.isfinite(out) else default
+
+
+def as_map(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a JSON object, else ``{}``: wire parsing never trusts a shape."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    """``value`` if it is a JSON array, else ``[]``."""
+    return value if isinstance(value, list) else []
+
+
+def as_str(value: Any) -> str | None:
+    """``value`` if it is a non-empty string, else ``None``."""
+    return value if isinstance(value, str) and value else None
+
+
+def as_datetime(value: Any) -> datetime | None:
+    """An ISO 8601 string as a ``datetime``; ``None`` for anything else."""
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+# -- list_compute filters -------------------------------------------------------------
+def _same_region(compute: Compute, region: str) -> bool:
+    """The default region filter: the provider's region name, exactly."""
+    return compute.region == region
+
+
+def matches(compute: Compute, *, status: str | None, name: str | None, gpu: str | None,
+            region: str | None, in_region: Callable[[Compute, str], bool] = _same_region) -> bool:
+    """The ``list_compute`` filters; ``gpu`` is canonical, a family name matches its members."""
+    if status is not None and compute.status != status:
+        return False
+    if name is not None and not (compute.name or "").startswith(name):
+        return False
+    if region is not None and not in_region(compute, region):
+        return False
+    if gpu is not None:
+        have = GPUS.get(compute.gpu_type or "")
+        if have is None or (have.name != gpu and not (GPUS[gpu].family == gpu == have.family)):
+            return False
+    return True
+
+
+def filter_computes(
+    fetch: Callable[[], Iterable[Compute]], *, status: str | None, name: str | None,
+    gpu: str | None, region: str | None,
+    in_region: Callable[[Compute, str], bool] = _same_region,
+) -> list[Compute]:
+    """``list_compute``: the computes ``fetch()`` reads, filtered by ``matches``.
+
+    An unknown ``status`` or ``gpu`` is refused (``ValidationError``) before ``fetch``
+    sends anything; ``gpu`` may be any name ``gpus.canonical`` knows. ``in_region`` is the
+    provider's region rule (default: the region name, exactly).
+    """
+    if status is not None and status not in COMPUTE_STATUSES:
+        raise ValidationError(
+            f"unknown status {status!r}; use one of {', '.join(COMPUTE_STATUSES)}"
+        )
+    gpu = canonical(gpu) if gpu is not None else None
+    return [c for c in fetch()
+            if matches(c, status=status, name=name, gpu=gpu, region=region, in_region=in_region)]
+
+
+# -- creates --------------------------------------------------------------------------
+class TargetGone(ProviderError):
+    """``create_once`` gave up because what the create needed vanished (``gone``: e.g. a
+    marketplace offer someone else rented) and no earlier try made the resource."""
+
+
+_RATE_WAIT_MAX_S = 30.0
+
+
+def _doubling(spent: int) -> float:
+    """Seconds before the next create once ``spent`` tries failed: 0.5, 1, 2, ..."""
+    return 0.5 * 2.0 ** (spent - 1)
+
+
+def _retry_after(error: RateLimited, limited: int) -> float:
+    """Seconds to wait after a 429: its ``Retry-After`` (1 s without one), at most 30."""
+    return min(error.retry_after or 1.0, _RATE_WAIT_MAX_S)
+
+
 _init_options_cache: dict[type[Any], tuple[frozenset[str], bool]] = {}
 
 
@@ -283,6 +423,120 @@ class BaseProvider:
             )
             self._clients[api] = cached
         return cached
+
+    def create_once(
+        self,
+        client: HttpClient,
+        method: str,
+        path: str,
+        body: Any,
+        *,
+        parse: Callable[[Any], T | None],
+        lookup: Callable[[], Iterable[_Row]],
+        ours: Callable[[_Row], T | None],
+        name: str,
+        attempts: int,
+        id_name: str,
+        not_made: str,
+        verb: str = "create",
+        backoff: Callable[[int], float] = _doubling,
+        rate_wait: Callable[[RateLimited, int], float] = _retry_after,
+        rate_limited_attempts: int | None = None,
+        look_after_rate_limit: bool = False,
+        before_send: Callable[[], None] | None = None,
+        error: Callable[[AtlasError], AtlasError] | None = None,
+        refused: Callable[[AtlasError], AtlasError] | None = None,
+        gone: Callable[[AtlasError], bool] | None = None,
+    ) -> T:
+        """Send a create and never make two resources of it: the contract "creates are
+        never replayed blindly", written once.
+
+        Each try sends ``body`` once (``idempotent=False``: the client never replays it):
+
+        * a 2xx answer: ``parse(answer)`` is the result; ``None`` (the answer names no
+          resource) is a failure, ``ProviderError("{verb} answered without {id_name}")``;
+        * a lost answer (``TransportError``, ``Timeout``) or a 5xx is a failure: the
+          create may have happened;
+        * a 429 was refused, so nothing was made: wait ``rate_wait(error, n)`` for the n-th
+          one and try again (looked up first only with ``look_after_rate_limit``);
+        * any other 4xx is final: raised as ``refused(error)``.
+
+        After a failure, ``lookup()`` lists the resources and the first row ``ours`` turns
+        into a result wins; only when none does is the create sent again, after
+        ``backoff(n)`` (``n``: the tries spent so far). If the lookup fails its error is
+        raised with a hint to check ``list_compute(name=name)`` before spawning again.
+        Tries end after ``attempts`` spent: failures, and 429s too unless
+        ``rate_limited_attempts`` gives them their own budget. The last error is raised
+        with the hint ``"{not_made}; it is safe to try again"``.
+
+        Hooks: ``before_send`` runs before each send (e.g. a launch gate); ``error`` maps
+        every error answer first (e.g. by the provider's error code); ``gone(error)`` true
+        means the target of the create vanished: an earlier failed try may be what took
+        it (and the list may lag), so it is looked up once more, else ``TargetGone``.
+        """
+
+        def look() -> T | None:
+            try:
+                rows = lookup()
+            except AtlasError as exc:
+                exc.hint = (f"a {verb}'s answer was lost and the lookup failed: check "
+                            f"list_compute(name={name!r}) before spawning again")
+                raise
+            return next((made for row in rows if (made := ours(row)) is not None), None)
+
+        failures = limited = 0
+
+        def spent() -> int:  # the tries counted against ``attempts``
+            return failures + limited if rate_limited_attempts is None else failures
+
+        def more() -> bool:
+            if rate_limited_attempts is not None and limited >= rate_limited_attempts:
+                return False
+            return spent() < attempts
+
+        last: AtlasError | None = None
+        while more():
+            if before_send is not None:
+                before_send()
+            try:
+                response = client.send(method, path, json=body, idempotent=False)
+            except (TransportError, Timeout) as exc:
+                last = exc
+            else:
+                answer = decode(response)
+                if response.is_success:
+                    made = parse(answer)
+                    if made is not None:
+                        return made
+                    last = ProviderError(f"{verb} answered without {id_name}",
+                                         provider=self.name, raw=answer)
+                else:
+                    last = client.error(response.status_code, answer, response.headers)
+                    if error is not None:
+                        last = error(last)
+                    if gone is not None and gone(last):
+                        found = look() if failures else None
+                        if found is not None:
+                            return found
+                        raise TargetGone(last.message, provider=self.name,
+                                         status=last.status, raw=last.raw)
+                    if not isinstance(last, RateLimited) and response.status_code < 500:
+                        raise refused(last) if refused is not None else last
+            if isinstance(last, RateLimited):  # refused, so nothing was created
+                limited += 1
+                self._sleep(rate_wait(last, limited))
+                if not look_after_rate_limit:
+                    continue
+            else:
+                failures += 1
+            found = look()
+            if found is not None:
+                return found
+            if more() and not isinstance(last, RateLimited):
+                self._sleep(backoff(spent()))
+        assert last is not None
+        last.hint = f"{not_made}; it is safe to try again"
+        raise last
 
     def _unsupported(self, what: str, instead: str = "") -> Unsupported:
         tail = f"; {instead}" if instead else ""

@@ -2,13 +2,16 @@
 
 Session fixtures, shared by every scenario (starting them takes ~10 s):
 
-* ``box``: one sandbox (every emulated cloud) on loopback in this process.
+* ``box``: one sandbox (every emulated cloud) on loopback in this process (attached
+  during each browser test only).
 * ``lab``: ``jupyter lab`` on a free loopback port with a random token, serving a
   temporary copy of ``notebooks/`` and ``tests/browser/notebooks/``. Its kernels get
   ``ATLAS_NB_SANDBOX=<box.url>`` and private Jupyter, IPython and atlas_nb dirs, so
   nothing is read from or written to the user's own. Stopped with ``POST
-  /api/shutdown`` (kernels get a real shutdown request), then the process group is
-  terminated; a kernel still alive afterwards fails the run.
+  /api/shutdown`` (kernels get a real shutdown request; the process group is
+  terminated if the server does not exit); a kernel still alive afterwards fails the
+  run. If this process dies without its teardown, the server gets SIGTERM (``setpriv
+  --pdeathsig``) and still shuts its kernels down.
 * ``browser``: Chromium at ``/usr/bin/chromium`` (never a Playwright download) with a
   fresh user-data dir.
 
@@ -25,6 +28,7 @@ which turns the skip into a failure so CI can never pass without running them.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -40,10 +44,10 @@ from typing import Any
 import httpx
 import pytest
 
-from atlas_nb import config
 from atlas_nb import sandbox as sandbox_link
+from atlas_nb.config import API_KEY_ENV
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("ATLAS_NB_CHROMIUM", "/usr/bin/chromium"))  # Debian's
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -110,9 +114,22 @@ def _browser_available() -> None:
 # -- the sandbox ---------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def box(_browser_available: None) -> Iterator[Any]:
-    """The sandbox every kernel of the ``lab`` talks to (this process is attached too)."""
-    with sandbox_link.start(provision_delay_s=0.0, start_delay_s=0.0, validate=False) as sb:
+    """The sandbox every kernel of the ``lab`` talks to.
+
+    Not attached for the session: it lives until the session ends, and the test files
+    collected after this directory must not find their providers pointed at it.
+    """
+    with sandbox_link.start(provision_delay_s=0.0, start_delay_s=0.0, validate=False,
+                            attach=False) as sb:
         yield sb
+
+
+@pytest.fixture(autouse=True)
+def _attached_to_box(box: Any) -> Iterator[None]:
+    """This process's providers use ``box`` during each browser test (and only then)."""
+    sandbox_link.attach(box.url)
+    yield
+    sandbox_link.detach(box.url)
 
 
 # -- JupyterLab ------------------------------------------------------------------------------
@@ -163,7 +180,7 @@ class Lab:
 
 def _lab_env(home: Path, sandbox_url: str) -> dict[str, str]:
     """The server's (and so its kernels') environment: private dirs, the sandbox, no keys."""
-    keys = {var for names in config.API_KEY_ENV.values() for var in names}
+    keys = {var for names in API_KEY_ENV.values() for var in names}
     env = {k: v for k, v in os.environ.items()
            if k not in keys and not k.startswith(("ATLAS_NB_", "JUPYTER", "IPYTHON"))}
     dirs = {
@@ -243,8 +260,11 @@ def lab(box: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     env = _lab_env(home, box.url)
     port, token = _free_port(), secrets.token_hex(24)
     log = base / "jupyter-lab.log"
+    # If this test process dies without its teardown (SIGKILL, a CI timeout), the kernel
+    # sends the server SIGTERM, on which it still shuts its kernels down cleanly.
+    guard = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
     cmd = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
+        *guard, sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
         f"--port={port}", "--port-retries=0", f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}", "--ServerApp.terminals_enabled=False",
         "--LabApp.extension_manager=readonly", "--allow-root",
@@ -273,12 +293,21 @@ def browser(_browser_available: None, tmp_path_factory: pytest.TempPathFactory
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport=VIEWPORT, device_scale_factor=1)
+            viewport=VIEWPORT, device_scale_factor=2)
         context.set_default_timeout(30_000)
         try:
             yield context
         finally:
             context.close()
+
+
+@pytest.fixture
+def expect(_browser_available: None) -> Any:
+    """Playwright's ``expect`` (a fixture, so that test modules never import playwright
+    and skip cleanly where it is missing)."""
+    from playwright.sync_api import expect
+
+    return expect
 
 
 @pytest.fixture
@@ -298,7 +327,7 @@ def _end_live_pods(box: Any) -> None:
 
 
 @pytest.fixture
-def open_notebook(lab: Lab, browser: Any, box: Any, screenshots: Path,
+def open_notebook(lab: Lab, browser: Any, box: Any, screenshots: Path, expect: Any,
                   request: pytest.FixtureRequest) -> Iterator[Callable[[str], Any]]:
     """``open_notebook("scenarios/x.ipynb")`` -> a ``NotebookPage`` with a live kernel."""
     from lab_driver import NotebookPage
@@ -310,6 +339,10 @@ def open_notebook(lab: Lab, browser: Any, box: Any, screenshots: Path,
         page.goto(lab.doc_url(path))
         notebook = NotebookPage(page, path, screenshots)
         notebook.wait_kernel_ready()
+        # Every cell is in the DOM (no windowing), so checks over all cells see all cells.
+        cells = json.loads((lab.root / path).read_text(encoding="utf-8"))["cells"]
+        code = sum(cell["cell_type"] == "code" for cell in cells)
+        expect(notebook.code_cells()).to_have_count(code)
         opened.append(notebook)
         return notebook
 

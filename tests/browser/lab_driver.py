@@ -2,9 +2,9 @@
 
 Menus, dialogs and widgets are found by their visible text and ARIA roles
 (``get_by_role("menuitem", name="Run All Cells")``), not by CSS paths into
-JupyterLab's internals; the few class names used (``.jp-CodeCell``,
-``.jp-OutputArea-output``, ``.jp-InputPrompt``, the execution indicator) are
-JupyterLab's documented, stable hooks that its own Galata tests rely on.
+JupyterLab's internals. The few class names used (``.jp-CodeCell``,
+``.jp-OutputArea-output`` and its ``data-mime-type``, ``.jp-InputPrompt``, the
+toolbar's kernel name and execution indicator) are long-standing JupyterLab names.
 """
 
 from __future__ import annotations

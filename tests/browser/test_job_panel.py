@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
@@ -19,7 +18,8 @@ def jobs_on(box: Any, endpoint: str) -> dict[str, Any]:
     return dict(box.runpod.serverless.endpoints[endpoint].jobs)
 
 
-def test_streamed_rows_appear_and_cancel_cancels_upstream(open_notebook: Any, box: Any) -> None:
+def test_streamed_rows_appear_and_cancel_cancels_upstream(open_notebook: Any, box: Any,
+                                                          expect: Any) -> None:
     before = set(jobs_on(box, ENDPOINT))
     nb = open_notebook("scenarios/job_panel.ipynb")
     nb.run_all()

@@ -18,14 +18,14 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 
-from ..._http import HttpClient, HttpOption, RetryPolicy, decode
+from ..._http import HttpClient, HttpOption, RetryPolicy
 from ...config import provider_setting
 from ...errors import (
     AtlasError,
@@ -37,9 +37,8 @@ from ...errors import (
     ValidationError,
 )
 from ...fly.auth_header import authorization
-from ...gpus import canonical
-from ...models import COMPUTE_STATUSES, Compute, ComputeRequest, GpuType
-from ..base import BaseProvider
+from ...models import Compute, ComputeRequest, GpuType
+from ..base import BaseProvider, filter_computes
 from . import prices, wire
 
 __all__ = ["Fly"]
@@ -49,7 +48,6 @@ CREATE_ATTEMPTS = 3
 WAIT_CAP_S = 60
 """The Machines API holds a ``/wait`` for at most 60 s (fly-go clamps to the same)."""
 DEFAULT_ORG = "personal"
-_RATE_WAIT_MAX_S = 30.0
 _ONE_SHOT = RetryPolicy(attempts=1)
 _APP_HINT = (
     "pass provider_opts={'app': 'my-app'} (add 'create_app': True to create it), "
@@ -127,24 +125,17 @@ class Fly(BaseProvider):
         region: str | None = None,
     ) -> list[Compute]:
         """Machines in the default app, or in every app of the org when none is set."""
-        if status is not None and status not in COMPUTE_STATUSES:
-            raise ValidationError(
-                f"unknown status {status!r}; use one of {', '.join(COMPUTE_STATUSES)}"
-            )
-        gpu = canonical(gpu) if gpu is not None else None
-        app = self._default_app()
-        apps = [app] if app else self._app_names()
-        out: list[Compute] = []
-        # Destroyed machines leave Fly's list unless asked for; region is a server filter too.
-        params = {"region": region, "include_deleted": "true" if status == "terminated" else None}
-        for each in apps:
-            body = self._machines().request(
-                "GET", f"/v1/apps/{quote(each, safe='')}/machines", params=params
-            )
-            computes = (wire.compute_from_wire(m, each) for m in wire.machines_from_wire(body))
-            out += [c for c in computes
-                    if wire.matches(c, status=status, name=name, gpu=gpu, region=region)]
-        return out
+
+        def machines() -> Iterator[Compute]:
+            app = self._default_app()
+            # Destroyed machines leave Fly's list unless asked for; region is a server filter too.
+            params = {"region": region,
+                      "include_deleted": "true" if status == "terminated" else None}
+            for each in [app] if app else self._app_names():
+                body = self._machines().request("GET", _machines_path(each), params=params)
+                yield from (wire.compute_from_wire(m, each) for m in wire.machines_from_wire(body))
+
+        return filter_computes(machines, status=status, name=name, gpu=gpu, region=region)
 
     def stop(self, compute_id: str) -> Compute:
         app, machine = wire.split_id(compute_id, self._default_app())
@@ -287,42 +278,24 @@ class Fly(BaseProvider):
         )
 
     def _create(self, app: str, body: dict[str, Any], name: str, marker: str) -> Compute:
-        """Send a create at most ``CREATE_ATTEMPTS`` times, never twice for one machine.
+        """``create_once``: before a retry the machine is looked up by name + metadata marker."""
 
-        Before each retry (after a transport error, a 5xx or an answer without an id)
-        the machine is looked up by name + metadata marker; a 4xx other than 429 is final.
-        """
-        client = self._machines()
-        path = f"/v1/apps/{quote(app, safe='')}/machines"
-        last: AtlasError | None = None
-        for attempt in range(1, CREATE_ATTEMPTS + 1):
-            try:
-                response = client.send("POST", path, json=body, idempotent=False)
-            except (TransportError, Timeout) as exc:
-                last = exc
-            else:
-                answer = decode(response)
-                if response.is_success and isinstance(answer, dict) and answer.get("id"):
-                    return wire.compute_from_wire(answer, app)
-                if response.is_success:
-                    last = ProviderError("create answered without a machine id",
-                                         provider=self.name, raw=answer)
-                else:
-                    last = self._create_error(client.error(response.status_code, answer,
-                                                           response.headers), body)
-                    if isinstance(last, RateLimited):  # refused, so nothing was created
-                        self._sleep(min(last.retry_after or 1.0, _RATE_WAIT_MAX_S))
-                        continue
-                    if response.status_code < 500:
-                        raise last
-            found = self._find_created(app, name, marker)
-            if found is not None:
-                return found
-            if attempt < CREATE_ATTEMPTS:
-                self._sleep(0.5 * 2 ** (attempt - 1))
-        assert last is not None
-        last.hint = f"no machine named {name!r} was created in {app}; it is safe to try again"
-        raise last
+        def created(answer: Any) -> Compute | None:
+            named = isinstance(answer, dict) and answer.get("id")
+            return wire.compute_from_wire(answer, app) if named else None
+
+        def ours(found: Mapping[str, Any]) -> Compute | None:
+            mine = wire.is_our_create(found, name=name, marker=marker)
+            return wire.compute_from_wire(found, app) if mine else None
+
+        return self.create_once(
+            self._machines(), "POST", _machines_path(app), body,
+            parse=created, ours=ours, lookup=lambda: wire.machines_from_wire(
+                self._machines().request("GET", _machines_path(app))),
+            name=name, attempts=CREATE_ATTEMPTS, id_name="a machine id",
+            not_made=f"no machine named {name!r} was created in {app}",
+            error=lambda exc: self._create_error(exc, body),
+        )
 
     def _create_error(self, exc: AtlasError, body: Mapping[str, Any]) -> AtlasError:
         """Name the regions that do offer a GPU when Fly reports no capacity."""
@@ -336,18 +309,10 @@ class Fly(BaseProvider):
         return ProviderError(f"Fly has no capacity for this machine in {where}: {exc.message}",
                              provider=self.name, status=exc.status, raw=exc.raw, hint=hint)
 
-    def _find_created(self, app: str, name: str, marker: str) -> Compute | None:
-        try:
-            body = self._machines().request("GET", f"/v1/apps/{quote(app, safe='')}/machines")
-        except AtlasError as exc:
-            exc.hint = (f"a create's answer was lost and the lookup failed: check "
-                        f"list_compute(name={name!r}) before spawning again")
-            raise
-        for machine in wire.machines_from_wire(body):
-            if wire.is_our_create(machine, name=name, marker=marker):
-                return wire.compute_from_wire(machine, app)
-        return None
+
+def _machines_path(app: str) -> str:
+    return f"/v1/apps/{quote(app, safe='')}/machines"
 
 
 def _machine_path(app: str, machine: str) -> str:
-    return f"/v1/apps/{quote(app, safe='')}/machines/{quote(machine, safe='')}"
+    return f"{_machines_path(app)}/{quote(machine, safe='')}"

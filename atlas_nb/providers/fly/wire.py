@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any
 
 from ...errors import Unsupported, ValidationError
-from ...gpus import GPUS, from_provider_id, provider_id
+from ...gpus import from_provider_id, provider_id
 from ...models import Compute, ComputeRequest, GpuType, PortMapping
-from ..base import strip_secrets
+from ..base import as_datetime, as_list, as_map, as_str, deep_merge, strip_secrets
 from . import prices, sizes
 
 PROVIDER = "fly"
@@ -156,17 +155,6 @@ def _refuse(request: ComputeRequest) -> None:
         raise ValidationError("Fly has no community cloud; drop cloud_type")
 
 
-def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``extra`` laid over it; nested dicts merge, everything else replaces."""
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def create_body(request: ComputeRequest, *, name: str, marker: str) -> dict[str, Any]:
     """``CreateMachineRequest``; ``provider_opts`` (minus ``app``/``create_app``/``org``)
     merged last, so ``{"config": {"auto_destroy": True}}`` reaches the config."""
@@ -203,49 +191,30 @@ def price_of(spec: Mapping[str, Any]) -> float:
         str(spec.get("cpu_kind") or "shared"),
         _int(spec.get("cpus"), 1),
         _int(spec.get("memory_mb"), 256),
-        _str(spec.get("gpu_kind")),
+        as_str(spec.get("gpu_kind")),
         _int(spec.get("gpus"), 0),
     )
 
 
 # -- responses --------------------------------------------------------------------------
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def _int(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def _datetime(value: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
 
 
 def ports_from_wire(app: str, config: Mapping[str, Any]) -> tuple[PortMapping, ...]:
     """One ``PortMapping`` per service: HTTP on ``https://{app}.fly.dev[:port]``,
     TCP/UDP as ``tcp://{app}.fly.dev:{port}`` (the app's public addresses)."""
     out = []
-    for service in map(_map, _list(config.get("services"))):
+    for service in map(as_map, as_list(config.get("services"))):
         internal = service.get("internal_port")
         if not isinstance(internal, int) or not 0 < internal < 65536:
             continue
-        public = [p for p in map(_map, _list(service.get("ports")))
+        public = [p for p in map(as_map, as_list(service.get("ports")))
                   if isinstance(p.get("port"), int)]
-        web = [p for p in public if "http" in _list(p.get("handlers"))]
+        web = [p for p in public if "http" in as_list(p.get("handlers"))]
         host = f"{app}.fly.dev"
         if web:
-            tls = [p for p in web if "tls" in _list(p.get("handlers"))]
+            tls = [p for p in web if "tls" in as_list(p.get("handlers"))]
             port = (tls or web)[0]["port"]
             scheme = "https" if tls else "http"
             default = 443 if tls else 80
@@ -261,9 +230,9 @@ def ports_from_wire(app: str, config: Mapping[str, Any]) -> tuple[PortMapping, .
 
 def compute_from_wire(machine: Mapping[str, Any], app: str) -> Compute:
     """A ``Machine`` as a ``Compute``; ``raw`` is the machine minus ``config.env``."""
-    config = _map(machine.get("config"))
-    spec = _map(config.get("guest"))
-    kind = _str(spec.get("gpu_kind"))
+    config = as_map(machine.get("config"))
+    spec = as_map(config.get("guest"))
+    kind = as_str(spec.get("gpu_kind"))
     gpu_type = (from_provider_id(PROVIDER, kind)[0] or kind) if kind else None
     state = str(machine.get("state") or "")
     return Compute(
@@ -274,51 +243,36 @@ def compute_from_wire(machine: Mapping[str, Any], app: str) -> Compute:
         gpu_type=gpu_type,
         gpu_count=_int(spec.get("gpus"), 1) if kind else 0,
         cost_per_hour=price_of(spec) if spec else 0.0,
-        region=_str(machine.get("region")),
-        image=_str(config.get("image")),
-        name=_str(machine.get("name")),
-        created_at=_datetime(machine.get("created_at")),
+        region=as_str(machine.get("region")),
+        image=as_str(config.get("image")),
+        name=as_str(machine.get("name")),
+        created_at=as_datetime(machine.get("created_at")),
         raw=strip_secrets(dict(machine)),
     )
 
 
 def machines_from_wire(body: Any) -> list[Mapping[str, Any]]:
     """The machines of a list answer (a JSON array of ``Machine``)."""
-    return [m for m in _list(body) if isinstance(m, Mapping)]
+    return [m for m in as_list(body) if isinstance(m, Mapping)]
 
 
 def app_names(body: Any) -> list[str]:
     """App names from ``ListAppsResponse``."""
-    return [str(a["name"]) for a in map(_map, _list(_map(body).get("apps"))) if _str(a.get("name"))]
+    apps = map(as_map, as_list(as_map(body).get("apps")))
+    return [str(a["name"]) for a in apps if as_str(a.get("name"))]
 
 
 def is_our_create(machine: Mapping[str, Any], *, name: str, marker: str) -> bool:
     """Whether ``machine`` is the one a create (name + metadata marker) asked for."""
     if machine.get("name") != name or machine.get("state") in ("destroying", "destroyed"):
         return False
-    metadata = _map(_map(machine.get("config")).get("metadata"))
+    metadata = as_map(as_map(machine.get("config")).get("metadata"))
     return bool(metadata.get(MARKER_KEY) == marker)
-
-
-def matches(compute: Compute, *, status: str | None, name: str | None, gpu: str | None,
-            region: str | None) -> bool:
-    """The ``list_compute`` filters; ``gpu`` is canonical, a family name matches its members."""
-    if status is not None and compute.status != status:
-        return False
-    if name is not None and not (compute.name or "").startswith(name):
-        return False
-    if region is not None and compute.region != region:
-        return False
-    if gpu is not None:
-        have = GPUS.get(compute.gpu_type or "")
-        if have is None or (have.name != gpu and not (GPUS[gpu].family == gpu == have.family)):
-            return False
-    return True
 
 
 def error_kind(body: Any) -> str | None:
     """The ``ErrorResponse.status`` code (``insufficient_capacity``...), if any."""
-    return _str(_map(body).get("status"))
+    return as_str(as_map(body).get("status"))
 
 
 def placements_body(row: prices.GpuPrice, org: str) -> dict[str, Any]:
@@ -346,12 +300,12 @@ def gpu_types(
                                "gpu_kind": row.kind, "note": prices.GPU_SERVICE_NOTE}
         regions, stock = row.regions, None
         if answer is not None:
-            places = map(_map, _list(_map(answer).get("regions")))
+            places = map(as_map, as_list(as_map(answer).get("regions")))
             found = [(str(p["region"]), _int(p.get("count"), 0))
-                     for p in places if _str(p.get("region"))]
+                     for p in places if as_str(p.get("region"))]
             regions = tuple(sorted(r for r, n in found if n > 0))
             stock = _stock(sum(n for _r, n in found))
-            raw["placements"] = strip_secrets(dict(_map(answer)))
+            raw["placements"] = strip_secrets(dict(as_map(answer)))
         out.append(GpuType(
             provider=PROVIDER,
             id=row.kind,

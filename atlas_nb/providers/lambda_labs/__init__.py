@@ -19,21 +19,18 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from ..._http import HttpOption, RetryPolicy, decode
+from ..._http import HttpOption, RetryPolicy
 from ...config import config_path, provider_setting
 from ...errors import (
     AtlasError,
     NotFound,
     ProviderError,
     RateLimited,
-    Timeout,
-    TransportError,
     Unsupported,
     ValidationError,
 )
-from ...gpus import canonical
-from ...models import COMPUTE_STATUSES, Compute, ComputeRequest, GpuType
-from ..base import BaseProvider
+from ...models import Compute, ComputeRequest, GpuType
+from ..base import BaseProvider, filter_computes
 from . import cloud_init, placement, wire
 from .launch_gate import LAUNCH_GATE, LaunchGate, account_of
 
@@ -149,15 +146,8 @@ class LambdaLabs(BaseProvider):
         self, *, status: str | None = None, name: str | None = None, gpu: str | None = None,
         region: str | None = None,
     ) -> list[Compute]:
-        if status is not None and status not in COMPUTE_STATUSES:
-            raise ValidationError(
-                f"unknown status {status!r}; use one of {', '.join(COMPUTE_STATUSES)}"
-            )
-        gpu = canonical(gpu) if gpu is not None else None
-        computes = map(wire.compute_from_wire, wire.instances_from_wire(
-            self._call("GET", _INSTANCES)))
-        return [c for c in computes
-                if wire.matches(c, status=status, name=name, gpu=gpu, region=region)]
+        return filter_computes(lambda: map(wire.compute_from_wire, self._instances()),
+                               status=status, name=name, gpu=gpu, region=region)
 
     def terminate(self, compute_id: str) -> None:
         _instance_path(compute_id)  # validates the id before anything is sent
@@ -209,58 +199,38 @@ class LambdaLabs(BaseProvider):
             raise wire.remap(exc) from None
         return wire.payload(body)
 
+    def _instances(self) -> list[Mapping[str, Any]]:
+        return wire.instances_from_wire(self._call("GET", _INSTANCES))
+
     def _launch(self, body: dict[str, Any], interval: float, *, name: str, marker: str,
                 name_is_ours: bool) -> str:
-        """Launch at most ``LAUNCH_ATTEMPTS`` times through the gate, never twice for one
-        instance: before each retry the instance is looked up by name and marker tag."""
+        """``create_once`` through the gate, at most ``LAUNCH_ATTEMPTS`` tries: before a
+        retry, and after a 429, the instance is looked up by name and marker tag."""
         client = self.client("rest")
         account = account_of(client.base_url, self.api_key())
-        last: AtlasError | None = None
-        for attempt in range(1, LAUNCH_ATTEMPTS + 1):
+
+        def gate() -> None:
             wait = self._gate.reserve(account, interval)
             if wait > 0:
                 self._sleep(wait)
-            try:
-                response = client.send("POST", _LAUNCH, json=body, idempotent=False)
-            except (TransportError, Timeout) as exc:
-                last = exc  # the answer is lost: the launch may have happened
-            else:
-                answer = decode(response)
-                if response.is_success:
-                    ids = wire.launched_ids(_data(answer))
-                    if ids:
-                        return ids[0]
-                    last = ProviderError("launch answered without an instance id",
-                                         provider=self.name, raw=answer)
-                else:
-                    last = wire.remap(client.error(response.status_code, answer,
-                                                   response.headers))
-                    if isinstance(last, RateLimited):
-                        pause = min(last.retry_after or interval, _RATE_WAIT_MAX_S)
-                        self._gate.defer(account, pause)
-                        self._sleep(pause)
-                    elif response.status_code < 500:
-                        raise self._launch_error(last, body)
-            found = self._find_launched(name, marker, name_is_ours)
-            if found is not None:
-                return found
-            if attempt < LAUNCH_ATTEMPTS and not isinstance(last, RateLimited):
-                self._sleep(0.5 * 2 ** (attempt - 1))
-        assert last is not None
-        last.hint = f"no instance named {name!r} was launched; it is safe to try again"
-        raise last
 
-    def _find_launched(self, name: str, marker: str, name_is_ours: bool) -> str | None:
-        try:
-            data = self._call("GET", _INSTANCES)
-        except AtlasError as exc:
-            exc.hint = (f"a launch's answer was lost and the lookup failed: check "
-                        f"list_compute(name={name!r}) before spawning again")
-            raise
-        for instance in wire.instances_from_wire(data):
-            if wire.is_our_launch(instance, name=name, marker=marker, name_is_ours=name_is_ours):
-                return str(instance.get("id"))
-        return None
+        def pause(err: RateLimited, limited: int) -> float:  # every launch of the key waits
+            wait = min(err.retry_after or interval, _RATE_WAIT_MAX_S)
+            self._gate.defer(account, wait)
+            return wait
+
+        def ours(instance: Mapping[str, Any]) -> str | None:
+            mine = wire.is_our_launch(instance, name=name, marker=marker,
+                                      name_is_ours=name_is_ours)
+            return str(instance.get("id")) if mine else None
+
+        return self.create_once(
+            client, "POST", _LAUNCH, body, parse=_launched_id, lookup=self._instances,
+            ours=ours, name=name, verb="launch", attempts=LAUNCH_ATTEMPTS,
+            id_name="an instance id", not_made=f"no instance named {name!r} was launched",
+            before_send=gate, rate_wait=pause, look_after_rate_limit=True, error=wire.remap,
+            refused=lambda err: self._launch_error(err, body),
+        )
 
     def _launch_error(self, err: AtlasError, body: Mapping[str, Any]) -> AtlasError:
         """A refused launch, said plainly: capacity names the regions that have some."""
@@ -298,8 +268,9 @@ def _instance_path(compute_id: str) -> str:
     return f"{_INSTANCES}/{quote(compute_id, safe='')}"
 
 
-def _data(answer: Any) -> Any:
-    return answer.get("data") if isinstance(answer, Mapping) else None
+def _launched_id(answer: Any) -> str | None:
+    ids = wire.launched_ids(answer.get("data") if isinstance(answer, Mapping) else None)
+    return ids[0] if ids else None
 
 
 def _instance(data: Any) -> Mapping[str, Any]:

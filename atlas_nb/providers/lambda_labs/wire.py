@@ -25,7 +25,7 @@ from ...errors import (
 )
 from ...gpus import GPUS, from_provider_id
 from ...models import Compute, ComputeRequest, GpuType, PortMapping
-from ..base import strip_secrets
+from ..base import as_list, as_map, as_str, deep_merge, strip_secrets
 
 PROVIDER = "lambda_labs"
 
@@ -97,17 +97,6 @@ def remap(exc: AtlasError) -> AtlasError:
 
 
 # -- requests ---------------------------------------------------------------------------
-def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``extra`` laid over it; nested dicts merge, everything else replaces."""
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def atlas_tags(request: ComputeRequest, marker: str) -> list[dict[str, str]]:
     """The tags that let ``compute_from_wire`` rebuild ports and image, and find a lost launch."""
     tags = [{"key": REQUEST_TAG, "value": marker}]
@@ -165,18 +154,6 @@ def launched_ids(data: Any) -> list[str]:
 
 
 # -- responses --------------------------------------------------------------------------
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -184,7 +161,7 @@ def _int(value: Any) -> int | None:
 def tags_of(instance: Mapping[str, Any]) -> dict[str, str]:
     """An instance's tags as a dict."""
     out: dict[str, str] = {}
-    for tag in map(_map, _list(instance.get("tags"))):
+    for tag in map(as_map, as_list(instance.get("tags"))):
         key, value = tag.get("key"), tag.get("value")
         if isinstance(key, str) and isinstance(value, str):
             out[key] = value
@@ -215,8 +192,8 @@ def ports_from_tag(spec: str | None, ip: str | None) -> tuple[PortMapping, ...]:
 
 def gpu_of(instance_type: Mapping[str, Any]) -> tuple[str | None, int]:
     """(canonical GPU, or Lambda's type name for one atlas_nb does not know; GPU count)."""
-    name = _str(instance_type.get("name"))
-    gpus = _int(_map(instance_type.get("specs")).get("gpus"))
+    name = as_str(instance_type.get("name"))
+    gpus = _int(as_map(instance_type.get("specs")).get("gpus"))
     if name is None:
         return None, gpus or 0
     canonical, count = from_provider_id(PROVIDER, name)
@@ -240,8 +217,8 @@ def compute_from_wire(instance: Mapping[str, Any]) -> Compute:
     """An ``Instance`` as a ``Compute``: ports and image come back from atlas_nb's tags."""
     tags = tags_of(instance)
     status = INSTANCE_STATUS.get(str(instance.get("status", "")).lower(), "unknown")
-    ip = _str(instance.get("ip"))
-    itype = _map(instance.get("instance_type"))
+    ip = as_str(instance.get("ip"))
+    itype = as_map(instance.get("instance_type"))
     gpu_type, gpu_count = gpu_of(itype)
     return Compute(
         id=str(instance.get("id") or ""),
@@ -252,16 +229,16 @@ def compute_from_wire(instance: Mapping[str, Any]) -> Compute:
         gpu_type=gpu_type,
         gpu_count=gpu_count,
         cost_per_hour=dollars(itype.get("price_cents_per_hour")) or 0.0,
-        region=_str(_map(instance.get("region")).get("name")),
+        region=as_str(as_map(instance.get("region")).get("name")),
         image=tags.get(IMAGE_TAG),
-        name=_str(instance.get("name")),
+        name=as_str(instance.get("name")),
         raw=clean_raw(instance),
     )
 
 
 def instances_from_wire(data: Any) -> list[Mapping[str, Any]]:
     """The instances of a list answer's ``data``."""
-    return [i for i in _list(data) if isinstance(i, Mapping)]
+    return [i for i in as_list(data) if isinstance(i, Mapping)]
 
 
 def is_our_launch(
@@ -278,22 +255,6 @@ def is_our_launch(
     return name_is_ours  # no tags in the answer: a generated name is unique enough
 
 
-def matches(compute: Compute, *, status: str | None, name: str | None, gpu: str | None,
-            region: str | None) -> bool:
-    """The ``list_compute`` filters; ``gpu`` is canonical, a family name matches its members."""
-    if status is not None and compute.status != status:
-        return False
-    if name is not None and not (compute.name or "").startswith(name):
-        return False
-    if region is not None and compute.region != region:
-        return False
-    if gpu is not None:
-        have = GPUS.get(compute.gpu_type or "")
-        if have is None or (have.name != gpu and not (GPUS[gpu].family == gpu == have.family)):
-            return False
-    return True
-
-
 def _gpu_memory(instance_type: Mapping[str, Any], canonical: str | None) -> float | None:
     found = _GPU_MEMORY.search(str(instance_type.get("gpu_description") or ""))
     if found:
@@ -303,8 +264,8 @@ def _gpu_memory(instance_type: Mapping[str, Any], canonical: str | None) -> floa
 
 def regions_of(item: Mapping[str, Any]) -> tuple[str, ...]:
     """``regions_with_capacity_available`` of one ``InstanceTypesItem``, as region codes."""
-    regions = _list(item.get("regions_with_capacity_available"))
-    return tuple(str(r["name"]) for r in map(_map, regions) if r.get("name"))
+    regions = as_list(item.get("regions_with_capacity_available"))
+    return tuple(str(r["name"]) for r in map(as_map, regions) if r.get("name"))
 
 
 def gpu_types_from_wire(data: Any) -> list[GpuType]:
@@ -314,12 +275,12 @@ def gpu_types_from_wire(data: Any) -> list[GpuType]:
     CPU-only types (``gpus == 0``) are not GPU types and are left out.
     """
     out: list[GpuType] = []
-    for key, item in sorted(_map(data).items()):
-        item = _map(item)
-        itype = _map(item.get("instance_type"))
-        name = _str(itype.get("name")) or str(key)
+    for key, item in sorted(as_map(data).items()):
+        item = as_map(item)
+        itype = as_map(item.get("instance_type"))
+        name = as_str(itype.get("name")) or str(key)
         canonical, count = from_provider_id(PROVIDER, name)
-        gpus = _int(_map(itype.get("specs")).get("gpus"))
+        gpus = _int(as_map(itype.get("specs")).get("gpus"))
         gpus = count if gpus is None else gpus
         if not gpus:
             continue
@@ -328,7 +289,7 @@ def gpu_types_from_wire(data: Any) -> list[GpuType]:
             provider=PROVIDER,
             id=name,
             canonical=canonical,
-            display_name=_str(itype.get("description")) or name,
+            display_name=as_str(itype.get("description")) or name,
             memory_gb=_gpu_memory(itype, canonical),
             gpu_count=gpus,
             price_per_hour=dollars(itype.get("price_cents_per_hour")),

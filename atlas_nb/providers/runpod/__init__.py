@@ -11,31 +11,20 @@ over the runtime API. Wire translation lives in ``wire``, jobs in ``serverless``
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
-from ..._http import decode
-from ...errors import (
-    AtlasError,
-    NotFound,
-    ProviderError,
-    RateLimited,
-    Timeout,
-    TransportError,
-    Unsupported,
-    ValidationError,
-)
-from ...gpus import canonical, provider_id
-from ...models import COMPUTE_STATUSES, Compute, ComputeRequest, GpuType, Job, JobRequest
-from ..base import BaseProvider
+from ...errors import AtlasError, NotFound, ProviderError, Unsupported, ValidationError
+from ...gpus import provider_id
+from ...models import Compute, ComputeRequest, GpuType, Job, JobRequest
+from ..base import BaseProvider, filter_computes
 from . import serverless, wire
 
 __all__ = ["RunPod"]
 
 CREATE_ATTEMPTS = 3
 """Creates tried per spawn; each retry only after a lookup proved the last one created nothing."""
-_RATE_WAIT_MAX_S = 30.0
 
 
 class RunPod(BaseProvider):
@@ -88,15 +77,8 @@ class RunPod(BaseProvider):
         self, *, status: str | None = None, name: str | None = None, gpu: str | None = None,
         region: str | None = None,
     ) -> list[Compute]:
-        if status is not None and status not in COMPUTE_STATUSES:
-            raise ValidationError(
-                f"unknown status {status!r}; use one of {', '.join(COMPUTE_STATUSES)}"
-            )
-        gpu = canonical(gpu) if gpu is not None else None
-        pods = wire.pods_from_wire(self.client("rest").request("GET", "/v2/pods"))
-        computes = (wire.compute_from_wire(p) for p in pods)
-        return [c for c in computes
-                if wire.matches(c, status=status, name=name, gpu=gpu, region=region)]
+        return filter_computes(lambda: map(wire.compute_from_wire, self._pods()),
+                               status=status, name=name, gpu=gpu, region=region)
 
     def stop(self, compute_id: str) -> Compute:
         return self._action(compute_id, "stop", reached=("stopped",))
@@ -211,53 +193,20 @@ class RunPod(BaseProvider):
         self, api: str, path: str, payload: dict[str, Any],
         parse: Callable[[Any], Compute | None], name: str, marker: str, name_is_ours: bool,
     ) -> Compute:
-        """Send a create at most ``CREATE_ATTEMPTS`` times, never twice for one pod.
+        """``create_once``: before a retry the pod is looked up by name + env marker."""
 
-        Before each retry (after a transport error, a 5xx or an answer without an id)
-        the pod is looked up by name + marker; a 4xx other than 429 is final.
-        """
-        client = self.client(api)
-        last: AtlasError | None = None
-        for attempt in range(1, CREATE_ATTEMPTS + 1):
-            try:
-                response = client.send("POST", path, json=payload, idempotent=False)
-            except (TransportError, Timeout) as exc:
-                last = exc
-            else:
-                body = decode(response)
-                if response.is_success:
-                    created = parse(body)
-                    if created is not None:
-                        return created
-                    last = ProviderError("create answered without a pod id",
-                                         provider=self.name, raw=body)
-                else:
-                    last = client.error(response.status_code, body, response.headers)
-                    if isinstance(last, RateLimited):  # refused, so nothing was created
-                        self._sleep(min(last.retry_after or 1.0, _RATE_WAIT_MAX_S))
-                        continue
-                    if response.status_code < 500:
-                        raise last
-            found = self._find_created(name, marker, name_is_ours)
-            if found is not None:
-                return found
-            if attempt < CREATE_ATTEMPTS:
-                self._sleep(0.5 * 2 ** (attempt - 1))
-        assert last is not None
-        last.hint = f"no pod named {name!r} was created; it is safe to try again"
-        raise last
+        def ours(pod: Mapping[str, Any]) -> Compute | None:
+            mine = wire.is_our_create(pod, name=name, marker=marker, name_is_ours=name_is_ours)
+            return wire.compute_from_wire(pod) if mine else None
 
-    def _find_created(self, name: str, marker: str, name_is_ours: bool) -> Compute | None:
-        try:
-            body = self.client("rest").request("GET", "/v2/pods")
-        except AtlasError as exc:
-            exc.hint = (f"a create's answer was lost and the lookup failed: check "
-                        f"list_compute(name={name!r}) before spawning again")
-            raise
-        for pod in wire.pods_from_wire(body):
-            if wire.is_our_create(pod, name=name, marker=marker, name_is_ours=name_is_ours):
-                return wire.compute_from_wire(pod)
-        return None
+        return self.create_once(
+            self.client(api), "POST", path, payload, parse=parse, lookup=self._pods, ours=ours,
+            name=name, attempts=CREATE_ATTEMPTS, id_name="a pod id",
+            not_made=f"no pod named {name!r} was created",
+        )
+
+    def _pods(self) -> list[Mapping[str, Any]]:
+        return wire.pods_from_wire(self.client("rest").request("GET", "/v2/pods"))
 
     def _action(self, compute_id: str, action: str, *, reached: tuple[str, ...]) -> Compute:
         path = f"{self._pod_path(compute_id)}/action"

@@ -12,14 +12,13 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from ...errors import ValidationError
-from ...gpus import GPUS, from_provider_id, provider_id
+from ...gpus import from_provider_id, provider_id
 from ...models import Compute, ComputeRequest, GpuType, Job, PortMapping
-from ..base import strip_secrets
+from ..base import as_datetime, as_list, as_map, as_str, deep_merge, strip_secrets, to_float
 
 PROVIDER = "runpod"
 REQUEST_ID_ENV = "ATLAS_REQUEST_ID"
@@ -127,19 +126,6 @@ def _compute_config(request: ComputeRequest) -> dict[str, Any]:
     return {"gpu": {"id": provider_id(request.gpu, PROVIDER), "count": request.gpu_count}}
 
 
-def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``extra`` laid over it; nested dicts merge, everything else replaces."""
-    if not extra:
-        return base
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(dict(out[key]), value)
-        else:
-            out[key] = value
-    return out
-
-
 def create_body(request: ComputeRequest, *, name: str, marker: str) -> dict[str, Any]:
     """REST v2 ``CreatePodRequest`` for an on-demand pod; ``provider_opts`` merged last."""
     body: dict[str, Any] = {"name": name}
@@ -207,27 +193,6 @@ def job_body(
 
 
 # -- responses --------------------------------------------------------------------------
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def to_float(value: Any, default: float = 0.0) -> float:
-    """A finite float from a number or numeric string; ``default`` for anything else."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return default
-    return out if math.isfinite(out) else default
-
-
 def _opt_float(value: Any) -> float | None:
     out = to_float(value, -1.0)
     return out if out > 0 else None
@@ -239,15 +204,8 @@ def _opt_int(value: Any) -> int | None:
     return int(value) if type(value) is float and math.isfinite(value) else None
 
 
-def _datetime(value: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-
-
 def _runtime_ports(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    ports = _list(_map(pod.get("runtime")).get("ports"))
+    ports = as_list(as_map(pod.get("runtime")).get("ports"))
     return [p for p in ports if isinstance(p, Mapping)]
 
 
@@ -269,7 +227,7 @@ def ports_from_wire(
     """
     mapped_by = {(p.get("private"), str(p.get("type", "")).lower()): p for p in live}
     out = []
-    for spec in _list(specs):
+    for spec in as_list(specs):
         parsed = _parse_spec(spec) if isinstance(spec, str) else None
         if parsed is None:
             continue
@@ -277,7 +235,7 @@ def ports_from_wire(
         mapped = mapped_by.get(parsed, {})
         public = mapped.get("public")
         public = public if type(public) is int and 0 < public < 65536 else None
-        out.append(_port(pod_id, port, proto, public, _str(mapped.get("ip"))))
+        out.append(_port(pod_id, port, proto, public, as_str(mapped.get("ip"))))
     return tuple(out)
 
 
@@ -292,10 +250,10 @@ def _port(pod_id: str, port: int, proto: str, public: int | None, ip: str | None
 
 def gpu_from_wire(gpu: Any) -> tuple[str | None, int]:
     """(canonical name, or RunPod's id when atlas_nb has none; count) of a pod's ``gpu``."""
-    gid = _str(_map(gpu).get("id"))
+    gid = as_str(as_map(gpu).get("id"))
     if gid is None:
         return None, 0
-    count = _opt_int(_map(gpu).get("count"))
+    count = _opt_int(as_map(gpu).get("count"))
     return _gpu_name(gid), count if count is not None and count > 0 else 1
 
 
@@ -313,15 +271,15 @@ def compute_from_wire(pod: Mapping[str, Any]) -> Compute:
         id=pod_id,
         provider=PROVIDER,
         status=POD_STATUS.get(str(pod.get("status", "")).upper(), "unknown"),
-        public_ip=next((ip for p in live if (ip := _str(p.get("ip")))), None),
+        public_ip=next((ip for p in live if (ip := as_str(p.get("ip")))), None),
         ports=ports_from_wire(pod_id, pod.get("ports"), live),
         gpu_type=gpu_type,
         gpu_count=gpu_count,
         cost_per_hour=to_float(pod.get("cost")),
-        region=_str(pod.get("dataCenterId")),
-        image=_str(pod.get("image")),
-        name=_str(pod.get("name")),
-        created_at=_datetime(pod.get("createdAt")),
+        region=as_str(pod.get("dataCenterId")),
+        image=as_str(pod.get("image")),
+        name=as_str(pod.get("name")),
+        created_at=as_datetime(pod.get("createdAt")),
         raw=strip_secrets(pod),
     )
 
@@ -329,7 +287,7 @@ def compute_from_wire(pod: Mapping[str, Any]) -> Compute:
 def pods_from_wire(body: Any) -> list[Mapping[str, Any]]:
     """The pods of a ``ListPodsResponse`` (tolerating a bare list)."""
     pods = body.get("pods") if isinstance(body, Mapping) else body
-    return [p for p in _list(pods) if isinstance(p, Mapping)]
+    return [p for p in as_list(pods) if isinstance(p, Mapping)]
 
 
 def is_our_create(pod: Mapping[str, Any], *, name: str, marker: str, name_is_ours: bool) -> bool:
@@ -342,25 +300,9 @@ def is_our_create(pod: Mapping[str, Any], *, name: str, marker: str, name_is_our
     return name_is_ours  # no env in the answer: a generated name is unique enough
 
 
-def matches(compute: Compute, *, status: str | None, name: str | None, gpu: str | None,
-            region: str | None) -> bool:
-    """The ``list_compute`` filters; ``gpu`` is canonical, a family name matches its members."""
-    if status is not None and compute.status != status:
-        return False
-    if name is not None and not (compute.name or "").startswith(name):
-        return False
-    if region is not None and compute.region != region:
-        return False
-    if gpu is not None:
-        have = GPUS.get(compute.gpu_type or "")
-        if have is None or (have.name != gpu and not (GPUS[gpu].family == gpu == have.family)):
-            return False
-    return True
-
-
 def job_from_wire(body: Any, endpoint: str, job_id: str | None = None) -> Job:
     """A serverless status answer as a ``Job`` (unknown statuses read as ``in_queue``)."""
-    data = body if type(body) is dict else _map(body)
+    data = body if type(body) is dict else as_map(body)
     error = data.get("error")
     if error is not None and type(error) is not str:
         error = json.dumps(error, default=str)
@@ -381,7 +323,7 @@ def job_from_wire(body: Any, endpoint: str, job_id: str | None = None) -> Job:
 
 def stream_chunks(items: Any) -> list[Any]:
     """The payloads of a ``/stream`` answer's ``stream`` list, ``{"output": x}`` unwrapped."""
-    return [i["output"] if isinstance(i, Mapping) and "output" in i else i for i in _list(items)]
+    return [i["output"] if isinstance(i, Mapping) and "output" in i else i for i in as_list(items)]
 
 
 class GraphQLFailure(Exception):
@@ -395,19 +337,19 @@ class GraphQLFailure(Exception):
 
 def graphql_data(body: Any) -> Mapping[str, Any]:
     """``data`` of a GraphQL answer; raises ``GraphQLFailure`` on ``errors``."""
-    errors = _map(body).get("errors")
+    errors = as_map(body).get("errors")
     if errors:
         first = errors[0] if isinstance(errors, list) else errors
-        message = _map(first).get("message") if isinstance(first, Mapping) else first
+        message = as_map(first).get("message") if isinstance(first, Mapping) else first
         raise GraphQLFailure(str(message or "GraphQL error"), strip_secrets(dict(body)))
-    return _map(_map(body).get("data"))
+    return as_map(as_map(body).get("data"))
 
 
 def spot_bid(gpu_types: Iterable[Any], gpu_id: str) -> float | None:
     """The catalog's lowest spot bid per GPU for RunPod GPU id ``gpu_id``."""
-    for entry in map(_map, gpu_types):
+    for entry in map(as_map, gpu_types):
         if entry.get("id") == gpu_id:
-            bid = _opt_float(_map(entry.get("lowestPrice")).get("minimumBidPrice"))
+            bid = _opt_float(as_map(entry.get("lowestPrice")).get("minimumBidPrice"))
             spots = (_opt_float(entry.get(k)) for k in ("communitySpotPrice", "secureSpotPrice"))
             return bid or min((s for s in spots if s is not None), default=None)
     return None
@@ -415,9 +357,9 @@ def spot_bid(gpu_types: Iterable[Any], gpu_id: str) -> float | None:
 
 def catalog_price(catalog: Any, gpu_id: str, cloud: str) -> float | None:
     """The on-demand price per GPU of ``gpu_id`` in ``cloud`` from ``/v2/catalog/gpus``."""
-    for entry in map(_map, _list(_map(catalog).get("gpus"))):
+    for entry in map(as_map, as_list(as_map(catalog).get("gpus"))):
         if entry.get("id") == gpu_id:
-            return _opt_float(_map(entry.get("price")).get(cloud))
+            return _opt_float(as_map(entry.get("price")).get(cloud))
     return None
 
 
@@ -426,14 +368,14 @@ def gpu_types_from_wire(catalog: Any, spot: Iterable[Any]) -> list[GpuType]:
     GraphQL spot prices and stock."""
     by_id = {str(s.get("id")): s for s in spot if isinstance(s, Mapping)}
     out: list[GpuType] = []
-    for entry in map(_map, _list(_map(catalog).get("gpus"))):
-        gid = _str(entry.get("id"))
+    for entry in map(as_map, as_list(as_map(catalog).get("gpus"))):
+        gid = as_str(entry.get("id"))
         if gid is None:
             continue
-        gql = _map(by_id.get(gid))
-        lowest = _map(gql.get("lowestPrice"))
+        gql = as_map(by_id.get(gid))
+        lowest = as_map(gql.get("lowestPrice"))
         stock = str(entry.get("availability") or lowest.get("stockStatus") or "").upper()
-        regions = tuple(str(d["id"]) for d in map(_map, _list(entry.get("dataCenters")))
+        regions = tuple(str(d["id"]) for d in map(as_map, as_list(entry.get("dataCenters")))
                         if d.get("id"))
         memory = to_float(entry.get("memory", gql.get("memoryInGb")), -1.0)
         for cloud in ("secure", "community"):
@@ -445,7 +387,7 @@ def gpu_types_from_wire(catalog: Any, spot: Iterable[Any]) -> list[GpuType]:
                 canonical=from_provider_id(PROVIDER, gid)[0],
                 display_name=str(entry.get("name") or gql.get("displayName") or gid),
                 memory_gb=memory if memory >= 0 else None,
-                price_per_hour=_opt_float(_map(entry.get("price")).get(cloud)),
+                price_per_hour=_opt_float(as_map(entry.get("price")).get(cloud)),
                 spot_price_per_hour=_opt_float(gql.get(f"{cloud}SpotPrice"))
                 or _opt_float(lowest.get("minimumBidPrice")),
                 stock=_STOCK.get(stock),

@@ -17,19 +17,9 @@ import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from ..._http import decode
-from ...errors import (
-    AtlasError,
-    NotFound,
-    ProviderError,
-    RateLimited,
-    Timeout,
-    TransportError,
-    ValidationError,
-)
-from ...gpus import canonical
-from ...models import COMPUTE_STATUSES, Compute, ComputeRequest, GpuType
-from ..base import BaseProvider
+from ...errors import NotFound, ProviderError
+from ...models import Compute, ComputeRequest, GpuType
+from ..base import BaseProvider, TargetGone, filter_computes, to_float
 from . import wire
 
 __all__ = ["Vast"]
@@ -86,7 +76,7 @@ class Vast(BaseProvider):
         for offer in offers[:OFFER_ATTEMPTS]:
             bid = None
             if request.spot:
-                bid = request.max_price_per_hour or wire.to_float(offer.get("min_bid"))
+                bid = request.max_price_per_hour or to_float(offer.get("min_bid"))
             body = wire.create_body(request, name=name, marker=marker, bid=bid)
             created = self._rent(int(offer["id"]), body, name, marker, request.name is None)
             if created is not None:
@@ -113,14 +103,9 @@ class Vast(BaseProvider):
         self, *, status: str | None = None, name: str | None = None, gpu: str | None = None,
         region: str | None = None,
     ) -> list[Compute]:
-        if status is not None and status not in COMPUTE_STATUSES:
-            raise ValidationError(
-                f"unknown status {status!r}; use one of {', '.join(COMPUTE_STATUSES)}"
-            )
-        gpu = canonical(gpu) if gpu is not None else None
-        computes = (wire.compute_from_wire(r) for r in self._rows())
-        return [c for c in computes
-                if wire.matches(c, status=status, name=name, gpu=gpu, region=region)]
+        return filter_computes(lambda: map(wire.compute_from_wire, self._rows()),
+                               status=status, name=name, gpu=gpu, region=region,
+                               in_region=wire.in_region)
 
     def stop(self, compute_id: str) -> Compute:
         return self._set_state(compute_id, "stopped")
@@ -170,63 +155,36 @@ class Vast(BaseProvider):
 
     def _rent(self, offer_id: int, body: dict[str, Any], name: str, marker: str,
               name_is_ours: bool) -> Compute | None:
-        """Rent one offer: the new instance, or ``None`` if the offer vanished.
+        """Rent one offer (``create_once``): the new instance, or ``None`` if the offer vanished.
 
-        Never sent twice for one instance: before each retry (after a transport error, a
-        5xx, a 429 or an answer without an id) the instance is looked up by label + marker.
-        Gives up after ``CREATE_ATTEMPTS`` failures or ``RATE_LIMITED_ATTEMPTS`` 429s.
+        Before each retry (after a transport error, a 5xx, a 429 or an answer without an
+        id) the instance is looked up by label + marker. Gives up after ``CREATE_ATTEMPTS``
+        failures or ``RATE_LIMITED_ATTEMPTS`` 429s (Vast sends no Retry-After: back off).
         """
-        client = self.client("rest")
-        last: AtlasError | None = None
-        failures = limited = 0
-        while failures < CREATE_ATTEMPTS and limited < RATE_LIMITED_ATTEMPTS:
-            try:
-                response = client.send("PUT", f"/api/v0/asks/{offer_id}/", json=body,
-                                       idempotent=False)
-            except (TransportError, Timeout) as exc:
-                last = exc
-            else:
-                answer = decode(response)
-                if response.is_success:
-                    new = answer.get("new_contract") if isinstance(answer, Mapping) else None
-                    if isinstance(new, int) and not isinstance(new, bool):
-                        return self.get_compute(str(new))
-                    last = ProviderError("create answered without new_contract",
-                                         provider=self.name, raw=answer)
-                else:
-                    last = client.error(response.status_code, answer, response.headers)
-                    if wire.offer_vanished(last):
-                        # Our own earlier, lost create may be what took the offer, and
-                        # Vast's list may have lagged behind it: look once more first.
-                        if failures:
-                            return self._find_created(name, marker, name_is_ours)
-                        return None
-                    if not isinstance(last, RateLimited) and response.status_code < 500:
-                        raise last
-            if isinstance(last, RateLimited):  # no Retry-After from Vast: back off
-                limited += 1
-                self._sleep(_backoff(limited, last.retry_after))
-            else:
-                failures += 1
-            found = self._find_created(name, marker, name_is_ours)
-            if found is not None:
-                return found
-            if failures < CREATE_ATTEMPTS and not isinstance(last, RateLimited):
-                self._sleep(_backoff(failures, None))
-        assert last is not None
-        last.hint = f"no instance labelled {name!r} was created; it is safe to try again"
-        raise last
 
-    def _find_created(self, name: str, marker: str, name_is_ours: bool) -> Compute | None:
+        def ours(row: Mapping[str, Any]) -> Compute | None:
+            mine = wire.is_our_create(row, name=name, marker=marker, name_is_ours=name_is_ours)
+            return wire.compute_from_wire(row) if mine else None
+
         try:
-            rows = self._rows(label=name)
-        except AtlasError as exc:
-            exc.hint = (f"a create's answer was lost and the lookup failed: check "
-                        f"list_compute(name={name!r}) before spawning again")
-            raise
-        for row in rows:
-            if wire.is_our_create(row, name=name, marker=marker, name_is_ours=name_is_ours):
-                return wire.compute_from_wire(row)
+            return self.create_once(
+                self.client("rest"), "PUT", f"/api/v0/asks/{offer_id}/", body,
+                parse=self._contract, lookup=lambda: self._rows(label=name), ours=ours,
+                name=name, attempts=CREATE_ATTEMPTS, id_name="new_contract",
+                not_made=f"no instance labelled {name!r} was created",
+                backoff=lambda failures: _backoff(failures, None),
+                rate_wait=lambda err, limited: _backoff(limited, err.retry_after),
+                rate_limited_attempts=RATE_LIMITED_ATTEMPTS, look_after_rate_limit=True,
+                gone=wire.offer_vanished,
+            )
+        except TargetGone:
+            return None
+
+    def _contract(self, answer: Any) -> Compute | None:
+        """The instance a rent answer's ``new_contract`` names."""
+        new = answer.get("new_contract") if isinstance(answer, Mapping) else None
+        if isinstance(new, int) and not isinstance(new, bool):
+            return self.get_compute(str(new))
         return None
 
     def _set_state(self, compute_id: str, state: str) -> Compute:

@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ...errors import AtlasError, ValidationError
-from ...gpus import GPUS, from_provider_id, provider_id, provider_ids
+from ...gpus import from_provider_id, provider_id, provider_ids
 from ...models import Compute, ComputeRequest, GpuType, PortMapping
-from ..base import strip_secrets
+from .. import base
+from ..base import deep_merge, strip_secrets, to_float
 
 PROVIDER = "vast"
 REQUEST_ID_ENV = "ATLAS_REQUEST_ID"
@@ -53,17 +54,6 @@ _BASE_FILTERS: dict[str, dict[str, Any]] = {
 
 
 # -- requests ---------------------------------------------------------------------------
-def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``extra`` laid over it; nested dicts merge, everything else replaces."""
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def disk_gb(request: ComputeRequest) -> int:
     """Vast instances have one disk: ``container_disk_gb`` or ``volume_gb``, not both."""
     if request.container_disk_gb and request.volume_gb:
@@ -185,15 +175,6 @@ def create_body(
 
 
 # -- responses --------------------------------------------------------------------------
-def to_float(value: Any, default: float = 0.0) -> float:
-    """A finite float from a number or numeric string; ``default`` for anything else."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return default
-    return out if math.isfinite(out) else default
-
-
 def _str(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
@@ -330,24 +311,18 @@ def offer_vanished(error: AtlasError) -> bool:
     return "no_such_ask" in text
 
 
+def in_region(compute: Compute, region: str) -> bool:
+    """Vast's region filter: a country code (any case) or the full ``geolocation``."""
+    where = compute.region or ""
+    code = where.rsplit(",", 1)[-1].strip()
+    return region in (where, code) or region.upper() == code
+
+
 def matches(compute: Compute, *, status: str | None, name: str | None, gpu: str | None,
             region: str | None) -> bool:
-    """The ``list_compute`` filters: ``gpu`` canonical (a family matches its members),
-    ``region`` a country code or Vast's full ``geolocation``."""
-    if status is not None and compute.status != status:
-        return False
-    if name is not None and not (compute.name or "").startswith(name):
-        return False
-    if region is not None:
-        where = compute.region or ""
-        code = where.rsplit(",", 1)[-1].strip()
-        if region not in (where, code) and region.upper() != code:
-            return False
-    if gpu is not None:
-        have = GPUS.get(compute.gpu_type or "")
-        if have is None or (have.name != gpu and not (GPUS[gpu].family == gpu == have.family)):
-            return False
-    return True
+    """The ``list_compute`` filters (``base.matches``) with Vast's region rule."""
+    return base.matches(compute, status=status, name=name, gpu=gpu, region=region,
+                        in_region=in_region)
 
 
 def gpu_types_from_offers(offers: Iterable[Any]) -> list[GpuType]:
