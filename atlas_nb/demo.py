@@ -39,6 +39,7 @@ __all__ = [
     "CellReport",
     "digest",
     "execute_notebook",
+    "execute_notebook_async",
     "kernel_env",
     "live_computes",
     "main",
@@ -243,8 +244,27 @@ def execute_notebook(
 
     Every code cell runs even if one fails; ``on_cell`` sees each ``CellReport`` as its
     cell finishes. ``env`` is the kernel's environment (default: this process's).
-    Returns the executed notebook and one report per code cell.
+    Returns the executed notebook and one report per code cell. Raises nbclient's
+    ``CellTimeoutError`` past ``timeout_s`` in one cell, ``DeadKernelError`` if the
+    kernel dies.
     """
+    from jupyter_core.utils import run_sync
+
+    run = run_sync(execute_notebook_async)
+    result: tuple[NotebookNode, list[CellReport]] = run(path, env=env, timeout_s=timeout_s,
+                                                        on_cell=on_cell)
+    return result
+
+
+async def execute_notebook_async(
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 120.0,
+    on_cell: Callable[[CellReport], None] | None = None,
+) -> tuple[NotebookNode, list[CellReport]]:
+    """``execute_notebook`` as a coroutine, so one event loop can run several notebooks
+    at once (``asyncio.gather``) without threads."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -271,7 +291,8 @@ def execute_notebook(
     # when the run fails, its last lines are added to the exception.
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
         try:
-            client.execute(env=dict(os.environ if env is None else env), stderr=log)
+            await client.async_execute(env=dict(os.environ if env is None else env),
+                                       stderr=log)
         except Exception as exc:
             log.seek(0)
             tail = log.read().strip().splitlines()[-20:]

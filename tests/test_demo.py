@@ -103,6 +103,16 @@ def test_a_failing_cell_is_reported_and_fails_the_demo(tmp_path: Path,
     assert (tmp_path / "out" / "broken.ipynb").is_file()
 
 
+def test_a_cell_past_the_timeout_stops_the_demo(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    path = _notebook(tmp_path / "slow.ipynb", "%load_ext atlas_nb\n%atlas sandbox on",
+                     "import time\ntime.sleep(60)")
+    assert demo.main(["--notebook", str(path), "--timeout", "1", "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "demo: the notebook did not finish: A cell timed out while it was being executed, "
+        "after 1 seconds.")
+
+
 def test_a_missing_notebook_is_a_one_line_error(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     assert demo.main(["--notebook", str(tmp_path / "nope.ipynb")]) == 2

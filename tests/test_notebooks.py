@@ -4,17 +4,18 @@ Each notebook gets a fresh kernel of this interpreter (``atlas_nb.demo.execute_n
 and its own sandbox, started here with contract validation on and handed to the kernel
 as ``ATLAS_NB_SANDBOX``: the notebook's ``%atlas sandbox on`` attaches to it, and this
 process can inspect afterwards what the notebook left running. The five notebooks run
-concurrently, once per module (they mostly wait on clocks). ``pytest --nbmake notebooks``
-runs the same files standalone, each starting its own sandbox.
+concurrently on one event loop, once per module (they mostly wait on clocks; no threads,
+because CPython 3.11 before 3.11.8 corrupts its AST state when threads compile at once).
+``pytest --nbmake notebooks`` runs the same files standalone, each starting its own
+sandbox.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from atlas_nb import sandbox
 from atlas_nb.demo import (
     EXPECTED_ERROR_TAG,
     CellReport,
-    execute_notebook,
+    execute_notebook_async,
     kernel_env,
     live_computes,
     notebooks_dir,
@@ -37,7 +38,6 @@ NOTEBOOKS = ("01_quickstart", "02_gpu_prices", "03_serverless_jobs", "04_fly_ops
              "05_orchestrator")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _SECRET_VARS = ("ATLAS_PRESHARED_KEY", "ATLAS_SIGNING_SECRET")
-_attach = threading.Lock()  # attach() is process-wide: one notebook's check at a time
 
 
 @dataclass
@@ -85,16 +85,15 @@ class Run:
                 for key in out.get("data", {})}
 
 
-def _execute(name: str, sb: Any, home: Path) -> Run:
-    nb, reports = execute_notebook(notebooks_dir() / f"{name}.ipynb",
-                                   env=kernel_env(sb.url, home), timeout_s=120)
+async def _execute(name: str, sb: Any, home: Path) -> Run:
+    nb, reports = await execute_notebook_async(notebooks_dir() / f"{name}.ipynb",
+                                               env=kernel_env(sb.url, home), timeout_s=120)
     run = Run(name, nb, reports)
-    with _attach:
-        sandbox.attach(sb.url)
-        try:
-            run.left = [f"{c.provider}:{c.id}" for c in live_computes()]
-        finally:
-            sandbox.detach(sb.url)
+    sandbox.attach(sb.url)  # process-wide, but nothing else runs until it is detached
+    try:
+        run.left = [f"{c.provider}:{c.id}" for c in live_computes()]
+    finally:
+        sandbox.detach(sb.url)
     run.violations = sb.violations
     run.secrets = [env[var] for pod in sb.runpod.pods.values()
                    for env in [pod.get("env") or {}] for var in _SECRET_VARS if env.get(var)]
@@ -107,11 +106,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Run]]:
     with ExitStack() as stack:
         # Started one after the other: the first loads the API specs, the rest reuse them.
         boxes = {name: stack.enter_context(sandbox.start(attach=False)) for name in NOTEBOOKS}
-        with ThreadPoolExecutor(max_workers=len(NOTEBOOKS)) as pool:
-            futures = {name: pool.submit(_execute, name, boxes[name],
-                                         tmp_path_factory.mktemp(f"home-{name}"))
-                       for name in NOTEBOOKS}
-            yield {name: future.result() for name, future in futures.items()}
+        homes = {name: tmp_path_factory.mktemp(f"home-{name}") for name in NOTEBOOKS}
+
+        async def every_notebook() -> list[Run]:
+            return list(await asyncio.gather(*(_execute(name, boxes[name], homes[name])
+                                               for name in NOTEBOOKS)))
+
+        loop = asyncio.new_event_loop()
+        try:
+            done = loop.run_until_complete(every_notebook())
+        finally:
+            loop.close()
+        yield dict(zip(NOTEBOOKS, done, strict=True))
 
 
 def _assert_clean_run(run: Run, expected_errors: int = 0) -> None:

@@ -1,6 +1,9 @@
 """Browser end-to-end tests: JupyterLab in Debian's Chromium, driven by Playwright.
 
-Session fixtures, shared by every scenario (starting them takes ~10 s):
+Package fixtures, shared by every scenario (starting them takes ~10 s) and ended right
+after the last one, so nothing of theirs reaches the tests collected afterwards
+(Playwright's sync API keeps an asyncio loop marked running in this thread while it
+is started, which breaks any later ``asyncio.run``):
 
 * ``box``: one sandbox (every emulated cloud) on loopback in this process (attached
   during each browser test only).
@@ -101,7 +104,7 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def _browser_available() -> None:
     reason = _missing()
     if reason is None:
@@ -112,12 +115,12 @@ def _browser_available() -> None:
 
 
 # -- the sandbox ---------------------------------------------------------------------------
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def box(_browser_available: None) -> Iterator[Any]:
     """The sandbox every kernel of the ``lab`` talks to.
 
-    Not attached for the session: it lives until the session ends, and the test files
-    collected after this directory must not find their providers pointed at it.
+    Not attached for its whole life: ``_attached_to_box`` points this process at it
+    during each browser test only.
     """
     with sandbox_link.start(provision_delay_s=0.0, start_delay_s=0.0, validate=False,
                             attach=False) as sb:
@@ -247,7 +250,7 @@ def _stop(lab: Lab, proc: subprocess.Popen[bytes]) -> list[int]:
     return leftovers
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab(box: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """JupyterLab serving copies of the notebooks, its kernels attached to ``box``."""
     base = tmp_path_factory.mktemp("lab")
@@ -282,7 +285,7 @@ def lab(box: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 # -- Chromium ----------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(_browser_available: None, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[Any]:
     """A Chromium context with a fresh profile (Playwright's own browsers are never used)."""
@@ -330,7 +333,7 @@ def _end_live_pods(box: Any) -> None:
 def open_notebook(lab: Lab, browser: Any, box: Any, screenshots: Path, expect: Any,
                   request: pytest.FixtureRequest) -> Iterator[Callable[[str], Any]]:
     """``open_notebook("scenarios/x.ipynb")`` -> a ``NotebookPage`` with a live kernel."""
-    from lab_driver import NotebookPage
+    from .lab_driver import NotebookPage
 
     opened: list[NotebookPage] = []
 
