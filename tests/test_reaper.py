@@ -364,3 +364,25 @@ def test_reap_cli_exit_status_on_failure(sb: object, capsys: pytest.CaptureFixtu
     assert cli.main(["reap"]) == 0
     assert "retry: terminate failed before" in capsys.readouterr().out
     assert not set(ids) & {p["id"] for p in sb.runpod.live_pods()}  # type: ignore[attr-defined]
+
+
+def test_a_sandbox_session_never_judges_real_cloud_entries(sb: object) -> None:
+    # A dead kernel's *real* RunPod pod is in the ledger. A later session that talks to a
+    # sandbox must leave that entry alone: the pod would 404 there and be forgotten while it
+    # still bills on the real cloud.
+    ledger = Ledger(atlas.config.data_dir() / "orchestrator.sqlite3")
+    atlas.sandbox.detach(sb.url)  # type: ignore[attr-defined]
+    try:
+        ledger.record_intent(name=compute_name("atlas-", OTHER, None), provider="runpod",
+                             session_id=OTHER, owner=DEAD, now=time.time())
+    finally:
+        atlas.sandbox.attach(sb.url)  # type: ignore[attr-defined]
+    real = ledger.open_entries()[-1]
+    ledger.record_created(real.name, "real-pod-1", 2.0)
+    assert real.target == ""
+    assert ledger.open_entries(target=sb.url) == []  # type: ignore[attr-defined]
+    report = Orchestrator(kernel_hooks=False).reap_now()
+    assert not [a for a in report if a.name == real.name]
+    entry = ledger.entry(real.name)
+    assert entry is not None and entry.state == "live"  # still there for a real-cloud reap
+    ledger.close()

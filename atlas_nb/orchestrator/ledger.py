@@ -28,8 +28,8 @@ from ..errors import UnknownError
 from .owner import Owner
 
 __all__ = [
-    "FILENAME", "SCHEMA_VERSION", "Ledger", "LedgerEntry", "LedgerState", "SessionRow", "migrate",
-    "safe", "schema_version",
+    "FILENAME", "SCHEMA_VERSION", "Ledger", "LedgerEntry", "LedgerState", "SessionRow",
+    "current_target", "migrate", "safe", "schema_version",
 ]
 
 FILENAME = "orchestrator.sqlite3"
@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS sightings (
 );
 """
 _COLUMNS = ("name, provider, compute_id, session_id, host, owner_pid, owner_start, user_id, "
-            "state, created_at, terminated_at, reason, error, cost_per_hour, attempts")
+            "state, created_at, terminated_at, reason, error, cost_per_hour, attempts, target")
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,8 @@ class LedgerEntry:
     error: str | None
     cost_per_hour: float | None
     attempts: int
+    target: str = ""
+    """Where the compute lives: ``""`` for the real clouds, else the sandbox URL."""
 
     @property
     def owner(self) -> Owner:
@@ -209,13 +211,13 @@ class Ledger:
     def record_intent(self, *, name: str, provider: str, session_id: str, owner: Owner,
                       now: float, user_id: str | None = None,
                       cost_per_hour: float | None = None) -> None:
-        """Before the create: the name, the provider and who owns it."""
+        """Before the create: the name, the provider, who owns it and where it lives."""
         with self._write() as db:
             db.execute(
                 f"INSERT INTO computes ({_COLUMNS}) VALUES "
-                "(?, ?, NULL, ?, ?, ?, ?, ?, 'live', ?, NULL, NULL, NULL, ?, 0)",
+                "(?, ?, NULL, ?, ?, ?, ?, ?, 'live', ?, NULL, NULL, NULL, ?, 0, ?)",
                 (name, provider, session_id, owner.host, owner.pid, owner.start, user_id, now,
-                 cost_per_hour),
+                 cost_per_hour, current_target()),
             )
 
     def record_created(self, name: str, compute_id: str, cost_per_hour: float | None) -> None:
@@ -246,9 +248,9 @@ class Ledger:
         with self._write() as db:
             db.execute(
                 f"INSERT OR IGNORE INTO computes ({_COLUMNS}) VALUES "
-                "(?, ?, ?, '', '', 0, NULL, NULL, ?, ?, ?, ?, ?, NULL, 0)",
+                "(?, ?, ?, '', '', 0, NULL, NULL, ?, ?, ?, ?, ?, NULL, 0, ?)",
                 (name, provider, compute_id, state, now, now if error is None else None, reason,
-                 error),
+                 error, current_target()),
             )
 
     def entry(self, name: str) -> LedgerEntry | None:
@@ -256,10 +258,12 @@ class Ledger:
         rows = self._read(f"SELECT {_COLUMNS} FROM computes WHERE name = ?", (name,))
         return LedgerEntry(*rows[0]) if rows else None
 
-    def open_entries(self, providers: Iterable[str] | None = None) -> list[LedgerEntry]:
-        """Entries still ``live`` or ``terminate_failed`` (optionally of some providers)."""
+    def open_entries(self, providers: Iterable[str] | None = None, *,
+                     target: str | None = None) -> list[LedgerEntry]:
+        """Entries still ``live`` or ``terminate_failed``, optionally of some providers and
+        of one target (``""``: the real clouds; a sandbox URL)."""
         rows = self._read(f"SELECT {_COLUMNS} FROM computes WHERE state != 'terminated' "
-                          "ORDER BY created_at")
+                          "AND (? IS NULL OR target = ?) ORDER BY created_at", (target, target))
         wanted = set(providers) if providers is not None else None
         return [e for e in map(_entry, rows) if wanted is None or e.provider in wanted]
 
@@ -329,8 +333,20 @@ def safe(fn: Any, *args: Any, **kwargs: Any) -> bool:
 # Versioned migrations, recorded in SQLite's ``user_version``. Version 1 is the baseline
 # schema; a ledger from before versioning reads as 0 and is brought up by the same steps
 # (each is idempotent). Append ``(N, "SQL")`` to change the schema; never edit a shipped step.
-SCHEMA_VERSION = 1
-_MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA),)
+SCHEMA_VERSION = 2
+_MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, _SCHEMA),
+    # 2: where each compute lives, so a sandbox session never judges real-cloud entries
+    # (a real pod would 404 in the sandbox and be forgotten while it still bills).
+    (2, "ALTER TABLE computes ADD COLUMN target TEXT NOT NULL DEFAULT ''"),
+)
+
+
+def current_target() -> str:
+    """``""`` for the real clouds, or the URL of the sandbox this process talks to."""
+    from .. import sandbox
+
+    return sandbox.active_url() or ""
 
 
 def _apply_migrations(conn: sqlite3.Connection) -> int:

@@ -18,7 +18,7 @@ from ..errors import AtlasError
 from ..models import Compute
 from ..providers import Provider
 from . import owner as owners
-from .ledger import Ledger, safe
+from .ledger import Ledger, current_target, safe
 from .reconcile import ReapAction, ReapInputs, ReapReport, plan
 from .settings import Settings
 from .terminate import one_line
@@ -62,7 +62,7 @@ class Reaper:
                     listed[name] = list(self._provider_named(name).list_compute())
                 except Exception as exc:  # one provider failing must not stop the others
                     errors[name] = one_line(exc)
-            entries = self._ledger.open_entries(scope)
+            entries = self._ledger.open_entries(scope, target=current_target())
             sessions = self._ledger.sessions()
             names, ids, _ = self._tracked()
             actions, kept = plan(ReapInputs(
