@@ -263,8 +263,8 @@ def lab(box: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     env = _lab_env(home, box.url)
     port, token = _free_port(), secrets.token_hex(24)
     log = base / "jupyter-lab.log"
-    # If this test process dies without its teardown (SIGKILL, a CI timeout), the kernel
-    # sends the server SIGTERM, on which it still shuts its kernels down cleanly.
+    # If this test process dies without its teardown (SIGKILL, a CI timeout), Linux sends
+    # the server SIGTERM (parent-death signal), on which it still shuts its kernels down.
     guard = ["setpriv", "--pdeathsig", "TERM", "--"] if shutil.which("setpriv") else []
     cmd = [
         *guard, sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
