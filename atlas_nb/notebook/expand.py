@@ -136,6 +136,14 @@ def parse_body(cell: str | None, namespaces: tuple[Mapping[str, Any], ...]) -> A
     if whole:
         return lookup(whole.group(1), namespaces)
     try:
+        return json_or_yaml(text)
+    except ValueError as exc:
+        raise UsageError(f"%%atlas: the cell body is neither JSON nor YAML ({exc})") from None
+
+
+def json_or_yaml(text: str) -> Any:
+    """Text as data: JSON, else YAML. ``ValueError`` says why neither parses."""
+    try:
         return json.loads(text)
     except ValueError:
         pass
@@ -147,5 +155,4 @@ def parse_body(cell: str | None, namespaces: tuple[Mapping[str, Any], ...]) -> A
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise UsageError(f"%%atlas: the cell body is neither JSON nor YAML ({problem}{where})"
-                         ) from None
+        raise ValueError(f"{problem}{where}") from None

@@ -10,8 +10,9 @@ from typing import Any
 
 from ... import facade
 from ..._html import grid
-from ...errors import AtlasError
+from ...errors import AtlasError, ValidationError
 from ...models import Job
+from ..expand import json_or_yaml
 from ..frames import _frame, _row
 from ..joblog import JOBS
 from ._panel import Panel, escape, status_html
@@ -25,19 +26,9 @@ def parse_input(text: str) -> Any:
     if not text:
         return None
     try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        from ...errors import ValidationError
-
-        raise ValidationError(f"the input is neither JSON nor YAML "
-                              f"({getattr(exc, 'problem', None) or type(exc).__name__})"
-                              ) from None
+        return json_or_yaml(text)
+    except ValueError as exc:
+        raise ValidationError(f"the input is neither JSON nor YAML ({exc})") from None
 
 
 class JobPanel(Panel):
