@@ -76,7 +76,7 @@ def _cmd_sandbox(args: argparse.Namespace) -> int:
 def _add_sandbox(subparsers: Subparsers) -> None:
     p = subparsers.add_parser(
         "sandbox",
-        help="run the emulated clouds (RunPod, ...) on a loopback port",
+        help="run the emulated clouds (RunPod, Lambda, Vast, Fly) on a loopback port",
         description=(
             "Run every emulated cloud in the foreground until Ctrl-C or SIGTERM. "
             "Prints the URL, the sandbox keys and the ATLAS_NB_SANDBOX line to export "
@@ -153,7 +153,32 @@ def _add_upgrade(subparsers: Subparsers) -> None:
     p.set_defaults(func=_cmd_upgrade)
 
 
-COMMANDS: list[Callable[[Subparsers], None]] = [_add_init, _add_upgrade, _add_sandbox, _add_reap]
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import diagnose
+
+    report = diagnose()
+    print(report)
+    return 0 if report.ok or not args.strict else 1
+
+
+def _add_doctor(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "doctor",
+        help="versions, config, sandbox and which keys are present (never their values)",
+        description=(
+            "Report installed versions (flagging an ipywidgets / jupyterlab_widgets mismatch), "
+            "the config file, whether a sandbox is attached, and where each provider's key "
+            "would come from. Keys are reported by source, never by value."
+        ),
+    )
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when any check warns or fails")
+    p.set_defaults(func=_cmd_doctor)
+
+
+COMMANDS: list[Callable[[Subparsers], None]] = [
+    _add_init, _add_upgrade, _add_sandbox, _add_reap, _add_doctor,
+]
 """Registrars, one per sub-command, in help order."""
 
 

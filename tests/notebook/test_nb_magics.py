@@ -14,12 +14,12 @@ from IPython.utils.capture import capture_output
 
 import atlas_nb as atlas
 from atlas_nb import config
+from atlas_nb.doctor import Report
 from atlas_nb.errors import NotFound, ProviderError, ValidationError
 from atlas_nb.models import Compute, ComputeRequest, Job
 from atlas_nb.notebook import frames
 from atlas_nb.notebook.call import Lines
 from atlas_nb.notebook.catalog_cache import CACHE
-from atlas_nb.notebook.doctor import Report
 from atlas_nb.notebook.joblog import JOBS
 from atlas_nb.notebook.widgets.dashboard import Dashboard
 
@@ -143,7 +143,7 @@ def test_doctor_reports_versions_sandbox_and_key_sources(ip) -> None:
 
 
 def test_doctor_flags_a_widget_version_mismatch() -> None:
-    from atlas_nb.notebook.doctor import widget_mismatch
+    from atlas_nb.doctor import widget_mismatch
 
     assert widget_mismatch("8.1.5", "3.0.10", "4.0.10") == []
     problems = widget_mismatch("8.1.5", "1.1.0", "4.0.10")

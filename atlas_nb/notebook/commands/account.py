@@ -119,7 +119,7 @@ def save_key(provider: str, key: str | None) -> Any:
 
 def doctor(call: Call) -> Any:
     """Versions, widget packages, the config file, the sandbox and the keys present."""
-    from ..doctor import diagnose
+    from ...doctor import diagnose
 
     return diagnose()
 

@@ -1,4 +1,4 @@
-"""``%atlas doctor``: what is installed, what is configured, and what looks wrong.
+"""``atlas-nb doctor`` / ``%atlas doctor``: what is installed, configured, and looks wrong.
 
 Versions are read from package metadata (nothing is imported), so a broken widget
 install cannot break the doctor. Keys are reported by source, never by value.
@@ -102,7 +102,7 @@ def widget_mismatch(ipywidgets: str | None, lab: str | None, classic: str | None
 
 def diagnose() -> Report:
     """Collect versions and checks (config, sandbox, keys, widgets)."""
-    from .. import config, sandbox
+    from . import config, sandbox
 
     report = Report()
     report.versions["python"] = platform.python_version()
@@ -132,8 +132,14 @@ def diagnose() -> Report:
     url = sandbox.active_url()
     add(Check("info", "sandbox", f"on at {url}" if url else "off (real clouds)"))
     for name in _KEYED:
-        source = config.key_source(name)
+        try:
+            source = config.key_source(name)
+        except Exception:  # a broken config file is already reported above
+            add(Check("warn", f"{name} key", "unknown: the config file cannot be read"))
+            continue
+        env = " or ".join(config.API_KEY_ENV.get(name, ()))
         add(Check("ok" if source else "info", f"{name} key",
-                  f"present ({source})" if source else "not set: %atlas login " + name))
+                  f"present ({source})" if source
+                  else f"not set: %atlas login {name}, or set {env}"))
     add(Check("info", "interpreter", sys.executable))
     return report
