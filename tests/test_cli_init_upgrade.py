@@ -376,3 +376,33 @@ def test_every_subcommand_has_help(command: str) -> None:
     assert run.stdout.startswith(f"usage: atlas-nb {command}")
     description = run.stdout.split("\n\n")[1]
     assert len(description.split()) >= 8, f"`atlas-nb {command} --help` says too little"
+
+
+def test_concurrent_migrations_run_each_step_once(tmp_path: Path) -> None:
+    # Kernels that start together all open the ledger: the ALTER TABLE of a step must
+    # not run twice ("duplicate column name"), whoever gets there first.
+    import sqlite3
+    import threading
+
+    from atlas_nb.orchestrator import ledger
+
+    path = tmp_path / ledger.FILENAME
+    old = sqlite3.connect(path)
+    old.executescript(ledger._SCHEMA + "PRAGMA user_version = 1;")
+    old.close()
+    barrier = threading.Barrier(8)
+    results: list[object] = []
+
+    def migrate() -> None:
+        barrier.wait()
+        try:
+            results.append(ledger.migrate(path))
+        except Exception as exc:  # collected, asserted below
+            results.append(exc)
+
+    threads = [threading.Thread(target=migrate) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [ledger.SCHEMA_VERSION] * 8

@@ -351,11 +351,25 @@ def current_target() -> str:
 
 def _apply_migrations(conn: sqlite3.Connection) -> int:
     (current,) = conn.execute("PRAGMA user_version").fetchone()
-    for version, script in _MIGRATIONS:
-        if version > current:
-            conn.executescript(script)
-            conn.execute(f"PRAGMA user_version = {int(version)}")
-            current = version
+    if current >= SCHEMA_VERSION:
+        return int(current)
+    # Kernels start together: one migrator at a time, and each re-reads the version inside
+    # the lock, so a step (an ALTER TABLE) never runs twice. executescript() would commit
+    # early, so statements run one by one inside the transaction.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (current,) = conn.execute("PRAGMA user_version").fetchone()
+        for version, script in _MIGRATIONS:
+            if version > current:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {int(version)}")
+                current = version
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
     return int(current)
 
 
