@@ -291,3 +291,31 @@ def test_gpu_types_cheapest_median_and_spot_per_gpu_and_count() -> None:
     assert one.regions == ("DE", "US") and one.stock == "medium"
     assert types[("RTX 3060", 1)].canonical is None
     assert types[("RTX 3060", 1)].spot_price_per_hour is None
+
+
+@pytest.mark.parametrize(("gpu_name", "ram_mb", "canonical"), [
+    ("A100 SXM4", 40960, "a100_40g"),    # Vast names both A100 sizes alike: memory decides
+    ("A100 SXM4", 81920, "a100_80g"),
+    ("A100 PCIE", 40536, "a100_40g"),
+    ("RTX 4090", 49152, "rtx_4090"),     # a 48 GB mod has no canonical twin: keep the name
+    ("RTX 4090", None, "rtx_4090"),
+    ("H100 SXM", 81559, "h100_sxm"),
+    ("Nonexistent GPU", 1024, None),
+])
+def test_canonical_gpu_uses_memory_to_tell_sizes_apart(gpu_name: str, ram_mb: int | None,
+                                                        canonical: str | None) -> None:
+    assert wire.canonical_gpu(gpu_name, ram_mb) == canonical
+
+
+def test_catalog_keeps_a100_sizes_apart() -> None:
+    offers = [
+        {"id": 1, "gpu_name": "A100 SXM4", "num_gpus": 1, "gpu_ram": 40960, "dph_total": 0.6},
+        {"id": 2, "gpu_name": "A100 SXM4", "num_gpus": 1, "gpu_ram": 81920, "dph_total": 1.1},
+        {"id": 3, "gpu_name": "A100 SXM4", "num_gpus": 1, "gpu_ram": 81920, "dph_total": 0.9},
+    ]
+    by_canonical = {g.canonical: g for g in wire.gpu_types_from_offers(offers)}
+    assert set(by_canonical) == {"a100_40g", "a100_80g"}
+    assert by_canonical["a100_40g"].price_per_hour == 0.6
+    assert by_canonical["a100_40g"].memory_gb == 40.0
+    assert by_canonical["a100_80g"].price_per_hour == 0.9
+    assert by_canonical["a100_80g"].raw["offers"] == 2

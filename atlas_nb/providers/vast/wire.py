@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ...errors import AtlasError, ValidationError
-from ...gpus import from_provider_id, provider_id, provider_ids
+from ...gpus import GPUS, from_provider_id, provider_id, provider_ids
 from ...models import Compute, ComputeRequest, GpuType, PortMapping
 from .. import base
 from ..base import deep_merge, strip_secrets, to_float
@@ -259,10 +259,26 @@ def clean_raw(row: Mapping[str, Any]) -> dict[str, Any]:
     return dict(raw)
 
 
+def canonical_gpu(gpu_name: str | None, gpu_ram_mb: Any = None) -> str | None:
+    """The canonical name for a Vast ``gpu_name``, corrected by its memory: Vast calls both
+    A100 sizes "A100 SXM4", so a 40 GB card is ``a100_40g``, not ``a100_80g``."""
+    name = from_provider_id(PROVIDER, gpu_name)[0] if gpu_name else None
+    ram_gb = to_float(gpu_ram_mb, -1.0) / 1024
+    if name is None or ram_gb <= 0 or _close(GPUS[name].memory_gb, ram_gb):
+        return name
+    family = GPUS[name].family
+    same = [g.name for g in GPUS.values() if g.family == family and _close(g.memory_gb, ram_gb)]
+    return same[0] if same else name
+
+
+def _close(spec_gb: float, ram_gb: float) -> bool:
+    return abs(spec_gb - ram_gb) <= 0.25 * spec_gb
+
+
 def compute_from_wire(row: Mapping[str, Any]) -> Compute:
     """An instance row (v1 list or v0 get) as a ``Compute``."""
     gpu_name = _str(row.get("gpu_name"))
-    canonical = from_provider_id(PROVIDER, gpu_name)[0] if gpu_name else None
+    canonical = canonical_gpu(gpu_name, row.get("gpu_ram"))
     billed = row.get("instance")
     cost = to_float(billed.get("totalHour"), -1.0) if isinstance(billed, Mapping) else -1.0
     count = row.get("num_gpus")
@@ -332,15 +348,16 @@ def gpu_types_from_offers(offers: Iterable[Any]) -> list[GpuType]:
     ``spot_price_per_hour`` the lowest ``min_bid``; ``raw`` keeps the median, the
     number of offers and the cheapest offer's id.
     """
-    groups: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[str, int, str], list[Mapping[str, Any]]] = {}
     for offer in offers:
         if not isinstance(offer, Mapping):
             continue
         name, count = _str(offer.get("gpu_name")), offer.get("num_gpus")
         if name and isinstance(count, int) and count > 0:
-            groups.setdefault((name, count), []).append(offer)
+            canonical = canonical_gpu(name, offer.get("gpu_ram")) or ""
+            groups.setdefault((name, count, canonical), []).append(offer)
     out = []
-    for (name, count), group in sorted(groups.items()):
+    for (name, count, canonical), group in sorted(groups.items()):
         prices = sorted(p for p in (to_float(o.get("dph_total"), -1.0) for o in group) if p >= 0)
         bids = [b for b in (to_float(o.get("min_bid"), -1.0) for o in group) if b > 0]
         if not prices:
@@ -352,7 +369,7 @@ def gpu_types_from_offers(offers: Iterable[Any]) -> list[GpuType]:
         out.append(GpuType(
             provider=PROVIDER,
             id=name,
-            canonical=from_provider_id(PROVIDER, name)[0],
+            canonical=canonical or None,
             display_name=f"{count}x {name}",
             memory_gb=round(ram_mb / 1024, 1) if ram_mb > 0 else None,
             gpu_count=count,
