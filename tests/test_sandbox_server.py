@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import httpx
 import pytest
@@ -182,7 +183,12 @@ def test_close_wakes_pending_long_polls() -> None:
 
     caller = threading.Thread(target=runsync)
     caller.start()
-    while not sb.stats()["in_flight"]:
+    # Close only once the runsync is really parked on its job: "in flight" alone can be a
+    # request still in the middleware, which a closing server may refuse instead of waking.
+    slow = sb.runpod.serverless.endpoints["slow"]
+    deadline = time.monotonic() + 30
+    while not any(job.waiters for job in list(slow.jobs.values())):
+        assert time.monotonic() < deadline, "the runsync never started waiting"
         caller.join(0.01)
     sb.close()
     caller.join(10)
