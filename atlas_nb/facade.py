@@ -18,6 +18,7 @@ from ._http import HttpOption
 from .errors import AtlasError, ProviderError, Timeout, Unsupported, ValidationError
 from .models import AuthHandle, Compute, ComputeRequest, GpuType, Job, JobRequest
 from .providers import Provider, resolve, strip_secrets
+from .providers.base import job_ref
 
 __all__ = [
     "ALL_PROVIDERS",
@@ -221,14 +222,6 @@ def _wait(
         delay = min(delay * 2, poll_s * 5)
 
 
-def _job_ref(job: Job | str, endpoint: str | None) -> tuple[str, str]:
-    if isinstance(job, Job):
-        return job.id, endpoint or job.endpoint
-    if not endpoint:
-        raise ValidationError("endpoint missing: pass endpoint='...' or the Job itself")
-    return job, endpoint
-
-
 def run_job(
     request: JobRequest | None = None,
     *,
@@ -251,7 +244,7 @@ def get_job(
     api_key: str | None = None, base_url: Any = None, http: HttpOption = None,
 ) -> Job:
     """A job's current state; pass the ``Job`` or its id with ``endpoint=``."""
-    job_id, ep = _job_ref(job, endpoint)
+    job_id, ep = job_ref(job, endpoint)
     p = _provider(provider or _job_provider(job), api_key, base_url, http)
     return _optional(p, "get_job")(job_id, endpoint=ep)  # type: ignore[no-any-return]
 
@@ -261,7 +254,7 @@ def cancel_job(
     api_key: str | None = None, base_url: Any = None, http: HttpOption = None,
 ) -> Job:
     """Cancel a queued or running job."""
-    job_id, ep = _job_ref(job, endpoint)
+    job_id, ep = job_ref(job, endpoint)
     p = _provider(provider or _job_provider(job), api_key, base_url, http)
     result: Job = _optional(p, "cancel_job")(job_id, endpoint=ep)
     _emit("job.cancel", p, id=job_id, endpoint=ep, status=result.status)
@@ -273,7 +266,7 @@ def stream_job(
     api_key: str | None = None, base_url: Any = None, http: HttpOption = None,
 ) -> Iterator[Any]:
     """Yield output chunks as they arrive. Ctrl-C cancels the remote job, then re-raises."""
-    job_id, ep = _job_ref(job, endpoint)
+    job_id, ep = job_ref(job, endpoint)
     p = _provider(provider or _job_provider(job), api_key, base_url, http)
     chunks: Iterator[Any] = _optional(p, "stream_job")(job_id, endpoint=ep)
     return _cancel_on_interrupt(p, chunks, job_id, ep)

@@ -61,6 +61,7 @@ __all__ = [
     "deep_merge",
     "filter_computes",
     "instantiate",
+    "job_ref",
     "matches",
     "strip_secrets",
     "to_float",
@@ -339,6 +340,16 @@ def _init_options(cls: type[Any]) -> tuple[frozenset[str], bool]:
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     hit = _init_options_cache[cls] = (frozenset(params), takes_any)
     return hit
+
+
+def job_ref(job: Job | str, endpoint: str | None) -> tuple[str, str]:
+    """``(job id, endpoint)`` from a ``Job`` (which carries its endpoint) or an id plus
+    ``endpoint=``; ``ValidationError`` when neither names the endpoint."""
+    if isinstance(job, Job):
+        return job.id, endpoint or job.endpoint
+    if not endpoint:
+        raise ValidationError("endpoint missing: pass endpoint='<endpoint id>' or the Job itself")
+    return job, endpoint
 
 
 def instantiate(

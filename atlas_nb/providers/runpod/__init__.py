@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from ...errors import AtlasError, NotFound, ProviderError, Unsupported, ValidationError
 from ...gpus import provider_id
 from ...models import Compute, ComputeRequest, GpuType, Job, JobRequest
-from ..base import BaseProvider, filter_computes
+from ..base import BaseProvider, filter_computes, job_ref
 from . import serverless, wire
 
 __all__ = ["RunPod"]
@@ -98,13 +98,13 @@ class RunPod(BaseProvider):
         return serverless.run(self.client("serverless"), request, sleep=self._sleep)
 
     def get_job(self, job_id: Job | str, *, endpoint: str | None = None) -> Job:
-        return serverless.get(self.client("serverless"), *_job_ref(job_id, endpoint))
+        return serverless.get(self.client("serverless"), *job_ref(job_id, endpoint))
 
     def cancel_job(self, job_id: Job | str, *, endpoint: str | None = None) -> Job:
-        return serverless.cancel(self.client("serverless"), *_job_ref(job_id, endpoint))
+        return serverless.cancel(self.client("serverless"), *job_ref(job_id, endpoint))
 
     def stream_job(self, job_id: Job | str, *, endpoint: str | None = None) -> Iterator[Any]:
-        jid, ep = _job_ref(job_id, endpoint)
+        jid, ep = job_ref(job_id, endpoint)
         return serverless.stream(self.client("serverless"), jid, ep, sleep=self._sleep)
 
     # -- catalog ----------------------------------------------------------------------
@@ -230,10 +230,4 @@ class RunPod(BaseProvider):
         return self.get_compute(compute_id)
 
 
-def _job_ref(job: Job | str, endpoint: str | None) -> tuple[str, str]:
-    if isinstance(job, Job):
-        return job.id, endpoint or job.endpoint
-    if not endpoint:
-        raise ValidationError("endpoint missing: pass endpoint='<endpoint id>' or the Job itself")
-    return job, endpoint
 
