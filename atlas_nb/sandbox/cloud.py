@@ -27,6 +27,7 @@ __all__ = [
     "Clock",
     "Cloud",
     "CloudContext",
+    "DelayKnobs",
     "ErrorRenderer",
     "ManualClock",
     "SystemClock",
@@ -185,3 +186,28 @@ def bearer_token(request: Request, *, bare_ok: bool = False) -> str | None:
     if bare_ok and header and not token:
         return header.strip()
     return None
+
+
+class DelayKnobs:
+    """``provision_delay_s`` and ``start_delay_s`` on a cloud, kept by its ``store`` (they
+    apply to resources that boot after a change)."""
+
+    store: Any
+
+    @property
+    def provision_delay_s(self) -> float:
+        """Seconds a new resource stays provisioning (RunPod PROVISIONING, Vast null status)."""
+        return float(self.store.provision_delay_s)
+
+    @provision_delay_s.setter
+    def provision_delay_s(self, value: float) -> None:
+        self.store.provision_delay_s = float(value)
+
+    @property
+    def start_delay_s(self) -> float:
+        """Seconds a booting resource stays starting (RunPod STARTING, Vast ``loading``)."""
+        return float(self.store.start_delay_s)
+
+    @start_delay_s.setter
+    def start_delay_s(self, value: float) -> None:
+        self.store.start_delay_s = float(value)

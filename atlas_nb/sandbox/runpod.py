@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import sandbox_key
-from .cloud import Api, CloudContext, json_response
+from .cloud import Api, CloudContext, DelayKnobs, json_response
 from .ratelimit import RateLimiter
 from .runpod_catalog import Catalog
 from .runpod_graphql import build_graphql_app
@@ -30,7 +30,7 @@ from .runpod_serverless_app import build_serverless_app
 __all__ = ["RunPodCloud"]
 
 
-class RunPodCloud:
+class RunPodCloud(DelayKnobs):
     """RunPod: pods (REST v2 and GraphQL share them), the catalog, serverless endpoints."""
 
     name = "runpod"
@@ -69,25 +69,6 @@ class RunPodCloud:
     def close(self) -> None:
         """Stop the serverless workers."""
         self.serverless.close()
-
-    # ---- lifecycle knobs -------------------------------------------------------------
-    @property
-    def provision_delay_s(self) -> float:
-        """Seconds a new pod stays PROVISIONING (applies to pods booted after a change)."""
-        return self.store.provision_delay_s
-
-    @provision_delay_s.setter
-    def provision_delay_s(self, value: float) -> None:
-        self.store.provision_delay_s = float(value)
-
-    @property
-    def start_delay_s(self) -> float:
-        """Seconds a booting pod stays STARTING."""
-        return self.store.start_delay_s
-
-    @start_delay_s.setter
-    def start_delay_s(self, value: float) -> None:
-        self.store.start_delay_s = float(value)
 
     # ---- helpers for tests -----------------------------------------------------------
     @property

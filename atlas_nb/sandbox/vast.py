@@ -27,7 +27,7 @@ from typing import Any
 from starlette.responses import Response
 
 from . import sandbox_key
-from .cloud import Api, CloudContext, json_response
+from .cloud import Api, CloudContext, DelayKnobs, json_response
 from .vast_instances import InstanceStore
 from .vast_offers import OfferBook
 from .vast_rest import VastRoutes, build_app, too_frequent
@@ -94,7 +94,7 @@ def _fault(status: int, detail: str, headers: Mapping[str, str] | None = None) -
     return json_response({"success": False, "error": "server_error", "msg": detail}, status)
 
 
-class VastCloud:
+class VastCloud(DelayKnobs):
     """Vast.ai: a marketplace of offers from the real catalog, and rented instances."""
 
     name = "vast"
@@ -129,24 +129,6 @@ class VastCloud:
         if not 0.0 <= value <= 1.0:
             raise ValueError("vanish_probability must be within [0, 1]")
         self.routes.vanish_probability = float(value)
-
-    @property
-    def provision_delay_s(self) -> float:
-        """Seconds a new instance reads ``actual_status: null`` (then ``loading``)."""
-        return self.store.provision_delay_s
-
-    @provision_delay_s.setter
-    def provision_delay_s(self, value: float) -> None:
-        self.store.provision_delay_s = float(value)
-
-    @property
-    def start_delay_s(self) -> float:
-        """Seconds a booting instance reads ``loading``."""
-        return self.store.start_delay_s
-
-    @start_delay_s.setter
-    def start_delay_s(self, value: float) -> None:
-        self.store.start_delay_s = float(value)
 
     # ---- helpers for tests --------------------------------------------------------------
     def vanish_offer(self, offer_id: int) -> None:
