@@ -211,6 +211,7 @@ class HttpClient:
         base_url: joined in front of every path.
         headers: sent on every request (e.g. ``Authorization``); never logged.
         secrets: values to scrub from errors and telemetry (the API key).
+        message_of: reads a message out of the provider's own error bodies first.
         http: the ``http=`` option (client, transport or options dict).
         retry: the retry policy; ``sleep`` is injectable for tests.
     """
@@ -223,11 +224,13 @@ class HttpClient:
         base_url: str,
         headers: Mapping[str, str] | None = None,
         secrets: Iterable[str | None] = (),
+        message_of: Callable[[Any], str | None] | None = None,
         http: HttpOption = None,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.provider = provider
+        self._message_of = message_of
         self.api = api
         self.base_url = base_url.rstrip("/")
         self._headers = dict(headers or {})
@@ -273,7 +276,8 @@ class HttpClient:
     def error(self, status: int, body: Any, headers: Any = None) -> AtlasError:
         """The ``AtlasError`` for an error answer, with secrets scrubbed."""
         err = error_from_response(
-            status, _scrub(body, self._secrets), provider=self.provider, headers=headers
+            status, _scrub(body, self._secrets), provider=self.provider, headers=headers,
+            message_of=self._message_of,
         )
         err.message = redact_text(err.message, self._secrets)
         err.args = (err.message,)

@@ -25,7 +25,8 @@ from . import sandbox as sandbox_link  # light (no server); imported once, not p
 from .errors import ValidationError
 
 __all__ = [
-    "API_KEY_ENV",
+    "api_key_env",
+    "clear_session_keys",
     "config_path",
     "data_dir",
     "load",
@@ -33,15 +34,9 @@ __all__ = [
     "resolve_api_key",
     "resolve_base_url",
     "resolve_provider_name",
+    "session_key",
     "set_session_key",
 ]
-
-API_KEY_ENV: dict[str, tuple[str, ...]] = {
-    "runpod": ("RUNPOD_API_KEY",),
-    "fly": ("FLY_API_TOKEN", "FLY_ACCESS_TOKEN"),
-    "lambda_labs": ("LAMBDA_LABS_API_KEY", "LAMBDA_API_KEY"),
-    "vast": ("VAST_API_KEY",),
-}
 
 _lock = threading.Lock()
 _cache: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -120,11 +115,25 @@ def resolve_provider_name(provider: str | None) -> str:
         return provider
     name = load().get("default_provider") or os.environ.get("ATLAS_NB_PROVIDER")
     if not name:
+        from .providers import names
+
+        first, *rest = names()
+        others = ", ".join(repr(n) for n in rest)
         raise ValidationError(
-            "no provider given; pass provider='runpod' (or 'fly', 'lambda_labs', 'vast', "
-            "'mock'), or set default_provider in the config file or ATLAS_NB_PROVIDER"
+            f"no provider given; pass provider={first!r} (or {others}), or set "
+            "default_provider in the config file or ATLAS_NB_PROVIDER"
         )
     return str(name)
+
+
+def api_key_env(provider: str) -> tuple[str, ...]:
+    """The env vars that may hold ``provider``'s key, first wins (its ``key_env``)."""
+    from .providers import facts
+
+    try:
+        return facts(provider).key_env
+    except ValidationError:  # not a registered provider: no env vars
+        return ()
 
 
 def set_session_key(provider: str, api_key: str | None) -> None:
@@ -134,6 +143,18 @@ def set_session_key(provider: str, api_key: str | None) -> None:
             _session_keys[provider] = api_key
         else:
             _session_keys.pop(provider, None)
+
+
+def session_key(provider: str) -> str | None:
+    """The key ``set_session_key`` keeps for ``provider`` (``%atlas login``), or ``None``."""
+    with _lock:
+        return _session_keys.get(provider)
+
+
+def clear_session_keys() -> None:
+    """Forget every key set with ``set_session_key`` (``%atlas logout`` of all; tests)."""
+    with _lock:
+        _session_keys.clear()
 
 
 def resolve_api_key(provider: str, api_key: str | None = None) -> str | None:
@@ -148,7 +169,7 @@ def resolve_api_key(provider: str, api_key: str | None = None) -> str | None:
     configured = provider_setting(provider, "api_key")
     if configured:
         return str(configured)
-    for var in API_KEY_ENV.get(provider, ()):
+    for var in api_key_env(provider):
         if os.environ.get(var):
             return os.environ[var]
     return None
@@ -163,7 +184,7 @@ def key_source(provider: str) -> str | None:
             return "session"
     if provider_setting(provider, "api_key"):
         return "config"
-    for var in API_KEY_ENV.get(provider, ()):
+    for var in api_key_env(provider):
         if os.environ.get(var):
             return f"env:{var}"
     return None

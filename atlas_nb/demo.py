@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import atlas_nb as atlas
 from atlas_nb import sandbox
-from atlas_nb.facade import ALL_PROVIDERS
+from atlas_nb.facade import all_providers
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
@@ -302,10 +302,10 @@ async def execute_notebook_async(
     return nb, reports
 
 
-def live_computes(providers: Iterable[str] = ALL_PROVIDERS) -> list[atlas.Compute]:
+def live_computes(providers: Iterable[str] | None = None) -> list[atlas.Compute]:
     """Computes not terminated, across ``providers`` of the active sandbox (or clouds)."""
     found: list[atlas.Compute] = []
-    for name in providers:
+    for name in all_providers() if providers is None else providers:
         found += [c for c in atlas.list_compute(provider=name) if c.status != "terminated"]
     return found
 
@@ -316,7 +316,7 @@ def kernel_env(url: str, home: Path) -> dict[str, str]:
     from atlas_nb import config
 
     env = dict(os.environ)
-    for names in config.API_KEY_ENV.values():
+    for names in (config.api_key_env(p) for p in all_providers()):
         for name in names:
             env.pop(name, None)
     env.pop("ATLAS_NB_PROVIDER", None)  # the notebooks name their providers

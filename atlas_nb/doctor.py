@@ -18,7 +18,6 @@ __all__ = ["Check", "Report", "diagnose", "widget_mismatch"]
 Level = Literal["ok", "warn", "error", "info"]
 _PACKAGES = ("atlas_nb", "ipython", "ipykernel", "ipywidgets", "jupyterlab_widgets",
              "widgetsnbextension", "jupyterlab", "notebook", "pandas", "httpx", "pydantic")
-_KEYED = ("runpod", "lambda_labs", "vast", "fly")
 # ipywidgets major -> the jupyterlab_widgets / widgetsnbextension majors built for it.
 _WIDGET_PAIRS = {7: (1, 3), 8: (3, 4)}
 
@@ -131,13 +130,15 @@ def diagnose() -> Report:
     add(Check("info", "default provider", str(default or "not set (pass --provider)")))
     url = sandbox.active_url()
     add(Check("info", "sandbox", f"on at {url}" if url else "off (real clouds)"))
-    for name in _KEYED:
+    from .providers import names
+
+    for name in names(keyed=True):
         try:
             source = config.key_source(name)
         except Exception:  # a broken config file is already reported above
             add(Check("warn", f"{name} key", "unknown: the config file cannot be read"))
             continue
-        env = " or ".join(config.API_KEY_ENV.get(name, ()))
+        env = " or ".join(config.api_key_env(name))
         add(Check("ok" if source else "info", f"{name} key",
                   f"present ({source})" if source
                   else f"not set: %atlas login {name}, or set {env}"))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 __all__ = [
@@ -195,33 +196,19 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 def _message_from_body(body: Any) -> str | None:
-    """Pull a human message out of the error envelopes the four providers use."""
+    """Pull a human message out of the generic error envelopes (a provider's own format,
+    such as Lambda's nested ``error`` or GraphQL's ``errors``, is read by its
+    ``error_message``, which ``error_from_response`` tries first)."""
     if isinstance(body, str):
         text = body.strip()
         return text[:500] or None
     if not isinstance(body, dict):
         return None
-    err = body.get("error")
-    if isinstance(err, dict):  # Lambda: {"error": {"code", "message", "suggestion"}}
-        msg = err.get("message")
-        if isinstance(msg, str):
-            suggestion = err.get("suggestion")
-            return f"{msg} ({suggestion})" if isinstance(suggestion, str) and suggestion else msg
-    for key in ("detail", "msg", "message"):  # RunPod problem+json, Vast, generic
+    for key in ("detail", "msg", "message", "error", "title"):  # problem+json and the like
         val = body.get(key)
         if isinstance(val, str) and val:
             return val
-    if isinstance(err, str) and err:  # Fly ErrorResponse, Vast error codes
-        return err
-    errors = body.get("errors")  # GraphQL
-    if isinstance(errors, list) and errors:
-        first = errors[0]
-        if isinstance(first, dict) and isinstance(first.get("message"), str):
-            return str(first["message"])
-        if isinstance(first, str):
-            return first
-    title = body.get("title")
-    return title if isinstance(title, str) else None
+    return None
 
 
 def _header(headers: Any, name: str) -> str | None:
@@ -240,12 +227,18 @@ def error_from_response(
     *,
     provider: str | None = None,
     headers: Any = None,
+    message_of: Callable[[Any], str | None] | None = None,
 ) -> AtlasError:
-    """Map an HTTP status and its decoded body to the matching ``AtlasError``."""
+    """Map an HTTP status and its decoded body to the matching ``AtlasError``.
+
+    ``message_of`` reads the provider's own error format (its ``error_message``) before
+    the generic envelopes.
+    """
     cls = _BY_STATUS.get(status)
     if cls is None:
         cls = ProviderError if 400 <= status < 600 else UnknownError
-    message = _message_from_body(body) or f"HTTP {status}"
+    message = message_of(body) if message_of is not None else None
+    message = message or _message_from_body(body) or f"HTTP {status}"
     if cls is RateLimited:
         retry_after = parse_retry_after(_header(headers, "retry-after"))
         return RateLimited(

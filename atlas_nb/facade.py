@@ -10,8 +10,7 @@ import contextlib
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import telemetry
 from ._http import HttpOption
@@ -20,10 +19,14 @@ from .models import AuthHandle, Compute, ComputeRequest, GpuType, Job, JobReques
 from .providers import Provider, resolve, strip_secrets
 from .providers.base import job_ref
 
+if TYPE_CHECKING:
+    # Thread pools serve only provider="all" catalogs and spawn_many: imported there.
+    from concurrent.futures import ThreadPoolExecutor
+
 __all__ = [
-    "ALL_PROVIDERS",
     "Catalog",
     "CatalogWarning",
+    "all_providers",
     "cancel_job",
     "capabilities",
     "get_compute",
@@ -285,8 +288,12 @@ def _job_provider(job: Job | str) -> str | None:
     return job.provider if isinstance(job, Job) else None
 
 
-ALL_PROVIDERS = ("runpod", "lambda_labs", "vast", "fly")
-"""What ``provider="all"`` fans out to."""
+def all_providers() -> tuple[str, ...]:
+    """What ``provider="all"`` fans out to: every registered provider but offline
+    stand-ins such as ``mock`` (plugins from the ``atlas_nb.providers`` group included)."""
+    from .providers import names
+
+    return names(offline=False)
 
 
 class CatalogWarning(UserWarning):
@@ -312,7 +319,7 @@ def list_gpu_types(
     rest are returned, the failures are in ``.failures``, and a ``CatalogWarning`` says so.
     """
     if provider == "all" or isinstance(provider, (list, tuple)):
-        names = ALL_PROVIDERS if provider == "all" else tuple(provider)
+        names = all_providers() if provider == "all" else tuple(provider)
         return _catalogs(names, api_key, base_url, http)
     p = _provider(provider, api_key, base_url, http)
     return Catalog(_optional(p, "list_gpu_types")())
@@ -323,6 +330,8 @@ def _catalogs(names: Sequence[Any], api_key: str | None, base_url: Any, http: Ht
     def fetch(name: Any) -> list[GpuType]:
         p = _provider(name, api_key, base_url, http)
         return list(_optional(p, "list_gpu_types")())
+
+    from concurrent.futures import ThreadPoolExecutor
 
     items: list[GpuType] = []
     failures: dict[str, AtlasError] = {}
@@ -371,6 +380,7 @@ def spawn_many(
     3
     """
     import concurrent.futures as cf
+    from concurrent.futures import ThreadPoolExecutor
 
     if (requests is None) == (count is None):
         raise ValidationError("pass either requests=[...] or count=N with the request fields")

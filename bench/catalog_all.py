@@ -16,7 +16,7 @@ import sys
 import time
 
 import atlas_nb as atlas
-from atlas_nb.facade import ALL_PROVIDERS
+from atlas_nb.facade import all_providers
 from atlas_nb.sandbox.server import Sandbox
 
 TARGET = 3.0
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     with Sandbox(validate=False) as sb:
-        for name in ALL_PROVIDERS:
+        for name in all_providers():
             atlas.list_gpu_types(provider=name)  # warm: connections, imports, spec caches
         sb.faults("*", latency_ms=args.latency_ms)
         sequential: list[float] = []
@@ -45,14 +45,14 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(max(1, args.runs)):
             sequential.append(sum(
                 _timed(lambda n=name: counts.__setitem__(n, len(atlas.list_gpu_types(provider=n))))
-                for name in ALL_PROVIDERS
+                for name in all_providers()
             ))
             parallel.append(_timed(lambda: atlas.list_gpu_types(provider="all")))
         total = len(atlas.list_gpu_types(provider="all"))
 
     seq, par = statistics.median(sequential), statistics.median(parallel)
     ratio = seq / par
-    print(f"GPU catalogs of {', '.join(ALL_PROVIDERS)} with {args.latency_ms:g} ms latency per "
+    print(f"GPU catalogs of {', '.join(all_providers())} with {args.latency_ms:g} ms latency per "
           f"request (median of {args.runs})")
     print(f"  entries per provider: {counts}; all: {total}")
     print(f"  baseline  sum of 4 sequential list_gpu_types calls  {seq * 1e3:8.1f} ms")

@@ -37,9 +37,9 @@ from typing import Any
 
 import httpx
 
-from atlas_nb.fly.log_events import LogBatch
-from atlas_nb.fly.log_streamer import LogStreams, Subscriber, _Options, _Streamer
-from atlas_nb.fly.logs import LogsClient, page_from_bytes
+from atlas_nb.fly.logs import LogBatch, LogsClient, LogStreams, page_from_bytes
+from atlas_nb.fly.logs.streamer import PollPolicy, Streamer
+from atlas_nb.fly.logs.subscription import Subscriber
 
 APP = "bench-app"
 TARGET = 0.5
@@ -78,12 +78,11 @@ def baseline(pages: list[bytes]) -> int:
     return n
 
 
-def new_streamer(subscribers: int, buffer: int) -> tuple[_Streamer, list[int]]:
+def new_streamer(subscribers: int, buffer: int) -> tuple[Streamer, list[int]]:
     counts = [0] * subscribers
-    hub = LogStreams(token="bench-token", base_url="http://bench.invalid")
-    options = _Options(0.064, 4.0, 10, buffer, 10_000, 2.0, None)
+    options = PollPolicy(0.064, 4.0, 10, buffer, 10_000, 2.0, None)
     client = LogsClient(token="bench-token", base_url="http://bench.invalid")
-    streamer = _Streamer(hub, (APP,), APP, client, options)
+    streamer = Streamer((APP,), APP, client, options, on_stop=lambda _streamer: None)
 
     def counter(k: int) -> Callable[[Any], None]:
         def on_event(event: Any) -> None:

@@ -1,9 +1,16 @@
-"""How much `import atlas_nb` costs on top of the dependencies it cannot avoid.
+"""What the first real atlas_nb call pays at import, against the dependencies it cannot avoid.
 
-Baseline: ``import httpx, pydantic``. Subject: ``import atlas_nb`` (which imports both).
-Each is timed in fresh interpreters, interleaved (startup, baseline, subject, startup,
-...), so machine noise hits all alike; the median of ``--runs`` runs is reported. Three
-measures:
+Baseline: ``import httpx, pydantic``. Headline subject: ``import atlas_nb.facade``, the
+fully loaded import (the pydantic models, httpx, the providers' base and the facade): what
+the first real call pays, since ``import atlas_nb`` serves its public names lazily
+(PEP 562). ``import atlas_nb`` itself is the second row. For context, a third statement,
+``import httpx; from pydantic import BaseModel, Field``, is the floor any SDK with
+pydantic models pays: ``import pydantic`` is lazy, and the first model class pulls in
+pydantic's model machinery (``pydantic.main``, ``pydantic.fields``, ``pydantic.types``...).
+
+Each is timed in fresh interpreters, interleaved (startup, baseline, loaded, lazy, floor,
+startup, ...), so machine noise hits all alike; the median of ``--runs`` runs is reported.
+Three measures:
 
 * ``-X importtime``: the summed cumulative time of the modules the statement imported,
   as CPython reports it (this is the one the target applies to);
@@ -11,10 +18,10 @@ measures:
   (least disturbed by other processes on a busy machine);
 * wall clock of the same, minus that of ``python -c pass`` (what a user waits for).
 
-Target: subject / baseline <= 1.3. Exit status is 0 unless ``--check`` is given and the
+Target: loaded / baseline <= 1.2. Exit status is 0 unless ``--check`` is given and the
 ratio is over target (or a statement fails to import, which is always an error).
 
-    python bench/import_time.py [--runs 15] [--check] [--target 1.3]
+    python bench/import_time.py [--runs 15] [--check] [--target 1.2]
 """
 
 from __future__ import annotations
@@ -32,12 +39,15 @@ MARK = "@@atlas-bench@@"
 STATEMENTS = {
     "startup": "pass",
     "baseline": "import httpx, pydantic",
-    "subject": "import atlas_nb",
-    # For transparency: the public API is served lazily (PEP 562), so this row is what the
-    # first real call pays on top: the pydantic models, httpx and the facade all loaded.
+    # The headline: what the first real call pays (models, httpx, providers, facade).
     "loaded": "import atlas_nb.facade",
+    # `import atlas_nb` alone: public names are served lazily (PEP 562).
+    "lazy": "import atlas_nb",
+    # Context: defining any pydantic model loads pydantic's model machinery, which the
+    # baseline's lazy `import pydantic` does not; atlas_nb's own share is loaded - floor.
+    "floor": "import httpx; from pydantic import BaseModel, Field",
 }
-TARGET = 1.3
+TARGET = 1.2
 MEASURES = ("importtime", "cpu", "wall")
 
 
@@ -106,7 +116,7 @@ def measure(python: str, runs: int) -> dict[str, dict[str, list[float]]]:
         clock(python, statement)
         for m in MEASURES:
             out[m][label] = []
-    modules: dict[str, dict[str, list[float]]] = {"baseline": {}, "subject": {}}
+    modules: dict[str, dict[str, list[float]]] = {"floor": {}, "loaded": {}}
     for _ in range(runs):
         for label, statement in STATEMENTS.items():
             total, selves = importtime(python, statement)
@@ -117,15 +127,17 @@ def measure(python: str, runs: int) -> dict[str, dict[str, list[float]]]:
             if label in modules:
                 for name, s in selves.items():
                     modules[label].setdefault(name, []).append(s)
-    out["modules"] = {name: samples for name, samples in modules["subject"].items()
-                      if name.strip() not in {n.strip() for n in modules["baseline"]}}
+    # What atlas_nb itself adds on top of pydantic's model machinery: where to look first.
+    out["modules"] = {name: samples for name, samples in modules["loaded"].items()
+                      if name.strip() not in {n.strip() for n in modules["floor"]}}
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15, help="interleaved runs (default 15)")
-    parser.add_argument("--target", type=float, default=TARGET, help="max ratio (default 1.3)")
+    parser.add_argument("--target", type=float, default=TARGET,
+                        help=f"max loaded / baseline ratio (default {TARGET})")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when the ratio is over target")
     parser.add_argument("--python", default=sys.executable,
@@ -142,36 +154,40 @@ def main(argv: list[str] | None = None) -> int:
     # importtime counts only what the statement imported; the clocks include startup.
     net = {m: {k: max(v - (0.0 if m == "importtime" else startup[m]), 1e-9)
                for k, v in med[m].items()} for m in MEASURES}
-    ratio = {m: net[m]["subject"] / net[m]["baseline"] for m in MEASURES}
 
-    print(f"import time: atlas_nb vs its unavoidable dependencies "
+    def ratios(top: str, bottom: str) -> str:
+        return " ".join(f"{net[m][top] / net[m][bottom]:{w}.2f}x"
+                        for m, w in zip(MEASURES, (13, 13, 14), strict=True))
+
+    print(f"import time: atlas_nb fully loaded vs its unavoidable dependencies "
           f"(median of {args.runs} fresh interpreters each, interleaved)")
     print(f"python {args.python}; interpreter startup (subtracted from cpu and wall): "
           f"{startup['cpu'] * 1e3:.1f} ms cpu, {startup['wall'] * 1e3:.1f} ms wall")
     print()
-    print(f"{'':9} {'statement':24} {'-X importtime':>14} {'cpu - startup':>14} "
+    print(f"{'':9} {'statement':50} {'-X importtime':>14} {'cpu - startup':>14} "
           f"{'wall - startup':>15}")
-    for label in ("baseline", "subject", "loaded"):
+    for label in ("baseline", "loaded", "lazy", "floor"):
         cells = " ".join(f"{net[m][label] * 1e3:{w}.1f} ms"
                          for m, w in zip(MEASURES, (11, 11, 12), strict=True))
-        print(f"{label:9} {STATEMENTS[label]:24} {cells}")
-    cells = " ".join(f"{ratio[m]:{w}.2f}x" for m, w in zip(MEASURES, (13, 13, 14), strict=True))
-    print(f"{'ratio':9} {'subject / baseline':24} {cells}")
-    loaded = " ".join(f"{net[m]['loaded'] / net[m]['baseline']:{w}.2f}x"
-                      for m, w in zip(MEASURES, (13, 13, 14), strict=True))
-    print(f"{'(info)':9} {'loaded / baseline':24} {loaded}")
-    verdict = "OK" if ratio["importtime"] <= args.target else "OVER TARGET"
-    print(f"{'target':9} {'importtime ratio':24} {'<= ' + format(args.target, '.2f'):>13}x"
-          f"  -> {verdict}")
+        print(f"{label:9} {STATEMENTS[label]:50} {cells}")
+    print(f"{'ratio':9} {'loaded / baseline':50} {ratios('loaded', 'baseline')}")
+    print(f"{'ratio':9} {'lazy / baseline':50} {ratios('lazy', 'baseline')}")
+    print(f"{'(info)':9} {'floor / baseline (pydantic model machinery)':50} "
+          f"{ratios('floor', 'baseline')}")
+    print(f"{'(info)':9} {'loaded / floor (atlas_nb own share)':50} {ratios('loaded', 'floor')}")
+    headline = net["importtime"]["loaded"] / net["importtime"]["baseline"]
+    verdict = "OK" if headline <= args.target else "OVER TARGET"
+    print(f"{'target':9} {'loaded / baseline, -X importtime':50} "
+          f"{'<= ' + format(args.target, '.2f'):>13}x  -> {verdict}")
 
     extra = sorted(((statistics.median(v), k) for k, v in data["modules"].items()),
                    reverse=True)[:8]
     if extra:
         print()
-        print("slowest modules atlas_nb adds (median self time):")
+        print("slowest modules atlas_nb.facade adds beyond the floor (median self time):")
         for seconds, name in extra:
             print(f"  {seconds * 1e3:8.2f} ms  {name.strip()}")
-    return 1 if args.check and ratio["importtime"] > args.target else 0
+    return 1 if args.check and headline > args.target else 0
 
 
 if __name__ == "__main__":

@@ -18,20 +18,16 @@ from typing import Any
 import pytest
 
 from atlas_nb import config, sandbox, telemetry
+from atlas_nb.providers import names
 from atlas_nb.providers.mock import MockProvider
 
 # Every env var that could carry a key or change where settings come from.
 _CLEARED_ENV = (
-    *{var for names in config.API_KEY_ENV.values() for var in names},
+    *{var for name in names() for var in config.api_key_env(name)},
     "ATLAS_NB_SANDBOX",
     "ATLAS_NB_PROVIDER",
     "ATLAS_NB_DEBUG",
 )
-
-
-def _forget_session_keys() -> None:
-    with config._lock:
-        config._session_keys.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -42,18 +38,21 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     monkeypatch.setenv("ATLAS_NB_DATA_DIR", str(home / "data"))
     for xdg in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
         monkeypatch.setenv(xdg, str(home / xdg.lower()))
+    # A developer's own `fly auth login` (~/.fly/config.yml) must not feed the Fly chain.
+    monkeypatch.setenv("FLY_CONFIG_DIR", str(home / "fly"))
     for var in _CLEARED_ENV:
         monkeypatch.delenv(var, raising=False)
-    _forget_session_keys()
+    config.clear_session_keys()
     MockProvider.reset()
     MockProvider.provision_delay_s = 0.0  # the default; tests change it with monkeypatch
-    attached = list(sandbox._attached)  # restored below: a test's attach() must not leak
+    attached = sandbox.attached()  # restored below: a test's attach() must not leak
     handler_ids = set(telemetry.handlers())
     yield
     MockProvider.reset()
-    _forget_session_keys()
-    with sandbox._lock:
-        sandbox._attached[:] = attached
+    config.clear_session_keys()
+    sandbox.detach_all()
+    for url in attached:
+        sandbox.attach(url)
     for hid in set(telemetry.handlers()) - handler_ids:
         telemetry.detach(hid)
 

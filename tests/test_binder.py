@@ -24,7 +24,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from atlas_nb.init_cli import CONFIG_TEMPLATE, EXTENSION_LINE
+from atlas_nb.cli.init import CONFIG_TEMPLATE, EXTENSION_LINE
 
 REPO = Path(__file__).resolve().parents[1]
 BINDER = REPO / "binder"

@@ -64,6 +64,6 @@ def test_single_provider_returns_a_catalog_without_failures() -> None:
 def test_all_reports_providers_without_keys_instead_of_dropping_them() -> None:
     with pytest.warns(CatalogWarning) as record:
         catalog = atlas_nb.list_gpu_types(provider="all")
-    assert set(catalog.failures) == set(atlas_nb.facade.ALL_PROVIDERS)
+    assert set(catalog.failures) == set(atlas_nb.facade.all_providers())
     assert all(isinstance(e, atlas_nb.Unauthorized) for e in catalog.failures.values())
     assert "no API key" in str(record[0].message)

@@ -17,7 +17,7 @@ import yaml
 
 from atlas_nb import config
 from atlas_nb.cli import build_parser, main
-from atlas_nb.init_cli import CONFIG_TEMPLATE, EXTENSION_LINE
+from atlas_nb.cli.init import CONFIG_TEMPLATE, EXTENSION_LINE
 from atlas_nb.migrations import (
     CONFIG_MIGRATIONS,
     CONFIG_SCHEMA_VERSION,

@@ -1,6 +1,8 @@
-"""The API reference builds with ``mkdocs build --strict`` (every griffe or link warning is
-an error) and renders every documented module; the README's repo-relative links survive
-the inclusion into the docs' home page."""
+"""The docs site builds with ``mkdocs build --strict`` (every griffe or link warning is an
+error): the API reference renders every documented module, every guide page in ``docs/`` is
+in the nav, the README's repo-relative links survive the inclusion into the docs' home page,
+and the guide pages' links out of ``docs/`` (``../README.md``, ``../notebooks/...``) work on
+the site."""
 
 from __future__ import annotations
 
@@ -41,16 +43,23 @@ def _anchors(html: str) -> set[str]:
     return set(re.findall(r'id="(atlas_nb[\w.]*)"', html))
 
 
-def test_api_reference_builds_strict_and_renders_every_module(tmp_path: Path) -> None:
-    run = _build(REPO / "mkdocs.yml", tmp_path / "site")
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real docs, built once for this module."""
+    out = tmp_path_factory.mktemp("docs") / "site"
+    run = _build(REPO / "mkdocs.yml", out)
     assert run.returncode == 0, f"mkdocs build --strict failed:\n{run.stdout}\n{run.stderr}"
+    return out
+
+
+def test_api_reference_builds_strict_and_renders_every_module(site: Path) -> None:
     for page, module in PAGES.items():
-        html = (tmp_path / "site" / "api" / page / "index.html").read_text(encoding="utf-8")
+        html = (site / "api" / page / "index.html").read_text(encoding="utf-8")
         anchors = _anchors(html)
         assert module in anchors, f"api/{page}: {module} was not rendered"
         assert any(a.startswith(module + ".") for a in anchors), (
             f"api/{page}: no member of {module} was rendered")
-    facade = _anchors((tmp_path / "site/api/facade/index.html").read_text(encoding="utf-8"))
+    facade = _anchors((site / "api/facade/index.html").read_text(encoding="utf-8"))
     assert {"atlas_nb.facade.spawn_compute", "atlas_nb.facade.terminate"} <= facade
 
 
@@ -60,6 +69,25 @@ def test_every_api_page_is_in_the_nav() -> None:
     assert pages == set(PAGES)
     for page in pages:
         assert f"api/{page}.md" in nav, f"docs/api/{page}.md is not in mkdocs.yml's nav"
+
+
+def test_every_guide_page_is_in_the_nav() -> None:
+    nav = (REPO / "mkdocs.yml").read_text(encoding="utf-8")
+    pages = sorted(p.name for p in (REPO / "docs").glob("*.md"))
+    assert len(pages) > 10, "the README's detail lives in docs/*.md"
+    missing = [p for p in pages if not re.search(rf":\s+{re.escape(p)}\s*$", nav, re.M)]
+    assert missing == [], "every docs page is in mkdocs.yml's nav"
+
+
+def test_the_site_carries_the_readme_and_links_out_of_docs(site: Path) -> None:
+    home = (site / "index.html").read_text(encoding="utf-8")
+    assert "<h2 id=\"the-two-commands\">" in home, "the home page is the README"
+    assert 'href="computes/"' in home, "the README's docs/computes.md link, fixed for the site"
+    setup = (site / "setup/index.html").read_text(encoding="utf-8")
+    assert 'href="../#the-two-commands"' in setup, "../README.md#... is the home page"
+    notebook = (site / "notebook/index.html").read_text(encoding="utf-8")
+    assert "<code>notebooks/01_quickstart.ipynb</code>" in notebook
+    assert 'src="../img/dashboard.png"' in notebook
 
 
 def test_readme_with_repo_links_builds_strict(tmp_path: Path) -> None:
@@ -108,6 +136,23 @@ def _hook() -> ModuleType:
 ])
 def test_readme_link_rewrites(repo_url: str | None, markdown: str, expected: str) -> None:
     assert _hook().rewrite_links(markdown, repo_url) == expected
+
+
+@pytest.mark.parametrize(("repo_url", "page", "markdown", "expected"), [
+    (None, "setup.md", "[home](../README.md#install)", "[home](index.md#install)"),
+    (None, "setup.md", "[home](../README.md)", "[home](index.md)"),
+    (None, "api/x.md", "[home](../../README.md#a)", "[home](../index.md#a)"),
+    (None, "notebook.md", "[nb](../notebooks/a.ipynb)", "nb (`notebooks/a.ipynb`)"),
+    (None, "notebook.md", "![shot](../build/x.png)", "shot"),
+    ("https://github.com/o/r", "notebook.md", "[nb](../notebooks/a.ipynb)",
+     "[nb](https://github.com/o/r/blob/HEAD/notebooks/a.ipynb)"),
+    (None, "fly.md", "[a](auth.md#x) [b](img/x.png) [c](#y) [d](https://x.io/y)",
+     "[a](auth.md#x) [b](img/x.png) [c](#y) [d](https://x.io/y)"),
+    (None, "api/x.md", "[a](../fly.md)", "[a](../fly.md)"),
+])
+def test_page_link_rewrites(repo_url: str | None, page: str, markdown: str,
+                            expected: str) -> None:
+    assert _hook().rewrite_page_links(markdown, page, repo_url) == expected
 
 
 def test_only_the_marked_page_gets_the_readme(tmp_path: Path) -> None:

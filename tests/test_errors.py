@@ -24,6 +24,7 @@ from atlas_nb.errors import (
     error_from_response,
     parse_retry_after,
 )
+from atlas_nb.providers import facts
 
 
 @pytest.mark.parametrize(
@@ -74,49 +75,51 @@ def test_every_kind_is_distinct_and_documented() -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "expected"),
+    ("provider", "body", "expected"),
     [
-        pytest.param(  # RunPod REST v2: RFC 9457 problem+json
+        pytest.param("runpod",   # RunPod REST v2: RFC 9457 problem+json
             {"type": "about:blank", "title": "Not Found", "status": 404,
              "detail": "pod abc123 does not exist"},
             "pod abc123 does not exist", id="runpod-problem-json"),
-        pytest.param(  # RunPod problem+json without detail: fall back to the title
+        pytest.param("runpod",   # RunPod problem+json without detail: fall back to the title
             {"title": "Bad Request", "status": 400}, "Bad Request", id="runpod-title-only"),
-        pytest.param(  # RunPod REST v1 / generic
+        pytest.param("runpod",   # RunPod REST v1 / generic
             {"message": "invalid gpuTypeIds"}, "invalid gpuTypeIds", id="runpod-v1-message"),
-        pytest.param(  # Lambda: message plus suggestion
+        pytest.param("lambda_labs",   # Lambda: message plus suggestion
             {"error": {"code": "global/invalid-api-key", "message": "API key was invalid",
                        "suggestion": "Create a new API key"}},
             "API key was invalid (Create a new API key)", id="lambda-suggestion"),
-        pytest.param(  # Lambda: no suggestion
+        pytest.param("lambda_labs",   # Lambda: no suggestion
             {"error": {"code": "global/object-does-not-exist",
                        "message": "Instance not found"}},
             "Instance not found", id="lambda-plain"),
-        pytest.param(  # Vast: msg is the human text, error is the code
+        pytest.param("vast",   # Vast: msg is the human text, error is the code
             {"success": False, "error": "invalid_args", "msg": "disk must be >= 10"},
             "disk must be >= 10", id="vast-msg"),
-        pytest.param(  # Vast: code only
+        pytest.param("vast",   # Vast: code only
             {"success": False, "error": "not_found"}, "not_found", id="vast-code-only"),
-        pytest.param(  # Fly ErrorResponse
+        pytest.param("fly",   # Fly ErrorResponse
             {"error": "Authenticate: token validation error"},
             "Authenticate: token validation error", id="fly"),
-        pytest.param(  # Fly with status
+        pytest.param("fly",   # Fly with status
             {"error": "could not reserve resource", "status": "insufficient_capacity"},
             "could not reserve resource", id="fly-status"),
-        pytest.param(  # GraphQL
+        pytest.param("runpod",   # GraphQL
             {"data": None, "errors": [{"message": "Something went wrong", "path": ["pod"]},
                                       {"message": "second"}]},
             "Something went wrong", id="graphql"),
-        pytest.param({"errors": ["plain string error"]}, "plain string error",
+        pytest.param("runpod", {"errors": ["plain string error"]}, "plain string error",
                      id="errors-as-strings"),
-        pytest.param("upstream connect error or disconnect/reset before headers",
+        pytest.param("runpod", "upstream connect error or disconnect/reset before headers",
                      "upstream connect error or disconnect/reset before headers",
                      id="plain-text"),
-        pytest.param("  padded text \n", "padded text", id="plain-text-stripped"),
+        pytest.param("runpod", "  padded text \n", "padded text", id="plain-text-stripped"),
     ],
 )
-def test_message_from_each_provider_envelope(body: Any, expected: str) -> None:
-    err = error_from_response(400, body, provider="p")
+def test_message_from_each_provider_envelope(provider: str, body: Any, expected: str) -> None:
+    # Each provider reads its own envelope (its ``error_message``), then the generic ones.
+    reader = facts(provider).error_message
+    err = error_from_response(400, body, provider=provider, message_of=reader)
     assert err.message == expected
     assert err.raw == body
     assert expected in str(err)

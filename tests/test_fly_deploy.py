@@ -20,7 +20,7 @@ from atlas_nb.fly import (
     stream_deploy,
     subscribe_deploy,
 )
-from atlas_nb.fly.output_lines import LineSplitter
+from atlas_nb.fly.deploy.output_lines import LineSplitter
 
 FIXTURES = Path(__file__).parent / "fixtures" / "fly"
 
@@ -307,3 +307,22 @@ def test_splitter_bounds_line_length() -> None:
     s = LineSplitter(max_chars=4)
     assert [*s.feed("abcdefghij"), *s.feed("k\n"), *s.flush()] == [
         ("abcd", False), ("efgh", False), ("ijk", False)]
+
+
+def test_deploy_limits_are_one_value_or_its_keywords(project: Project) -> None:
+    from atlas_nb.fly import DeployLimits, Deployment
+
+    project.fake("deploy_chatty.sh")
+    limits = DeployLimits(inactivity_timeout_s=30, max_timeout_s=0.8)
+    result = project.deploy("t-limits", limits=limits)
+    assert (result.status, result.timeout) == ("timeout", "max")
+    assert all_gone(project.child_pids())
+    deployment = Deployment(project.root, "api", path=str(project.bin), limits=limits,
+                            max_lines=7)  # a keyword overrides one field of ``limits``
+    assert deployment.limits == DeployLimits(30, 0.8, 5.0, 7)
+    for bad in ({"inactivity_timeout_s": 0}, {"max_timeout_s": -1}, {"kill_grace_s": -1},
+                {"max_lines": 0}):
+        with pytest.raises(ValidationError):
+            DeployLimits(**bad)
+    with pytest.raises(TypeError, match="max_retries"):
+        DeployLimits().with_options(max_retries=3)

@@ -22,7 +22,7 @@ from atlas_nb.fly import (
     subscribe_logs,
     tail_logs,
 )
-from atlas_nb.fly.token_store import TokenStore
+from atlas_nb.fly.tokens import EnvLayer, ManualLayer, StoreLayer, TokenStore
 from atlas_nb.sandbox.cloud import ManualClock
 from atlas_nb.sandbox.server import Sandbox
 
@@ -159,8 +159,8 @@ def test_macaroons_go_as_flyv1_through_the_chain(sb: Sandbox, tmp_path: Path) ->
     sb.fly.logs.add_app("macaroon")
     sb.fly.logs.emit("macaroon", "hi")
     sb.fly.logs.accept_token("fm2_sandbox_macaroon")
-    chain = TokenChain(env={}, use_cli=False, use_config_file=False,
-                       store=TokenStore(tmp_path))
+    store = TokenStore(tmp_path)
+    chain = TokenChain([ManualLayer(store), EnvLayer({}), StoreLayer(store)])
     chain.set_manual("macaroon", "fm2_sandbox_macaroon")
     page = LogsClient(tokens=chain).fetch("macaroon")
     assert [e.message for e in page.entries] == ["hi"]

@@ -13,7 +13,7 @@ import pytest
 
 from atlas_nb import NotFound, ProviderError, Unauthorized
 from atlas_nb.fly import LogBatch, LogsStopped, LogStreams, TokenChain
-from atlas_nb.fly.token_store import TokenStore
+from atlas_nb.fly.tokens import EnvLayer, FlyctlConfigLayer, ManualLayer, StoreLayer, TokenStore
 
 APP = "my-app"
 WAIT = 10.0  # generous upper bound for cross-thread handoffs; never a timing assertion
@@ -235,7 +235,8 @@ def test_dedupe_by_id_keeps_late_and_equal_timestamp_lines(waits: list[float],
 
 def test_401_once_is_recovered_by_reauth(waits: list[float], cleanup: list[LogStreams],
                                          tmp_path: Path) -> None:
-    chain = TokenChain(env={}, use_cli=False, store=TokenStore(tmp_path))
+    store = TokenStore(tmp_path)
+    chain = TokenChain([ManualLayer(store), EnvLayer({}), StoreLayer(store), FlyctlConfigLayer()])
     chain.set_manual(APP, "fo1_first")
     script = Script((401, {"error": "expired"}), page(item(1)))
     hub = LogStreams(http=httpx.MockTransport(script), base_url="https://api.fly.test",
@@ -334,7 +335,8 @@ def test_close_notifies_subscribers(waits: list[float]) -> None:
 
 
 def test_no_token_fails_in_the_caller(tmp_path: Path) -> None:
-    chain = TokenChain(env={}, use_cli=False, use_config_file=False, store=TokenStore(tmp_path))
+    store = TokenStore(tmp_path)
+    chain = TokenChain([ManualLayer(store), EnvLayer({}), StoreLayer(store)])
     hub = LogStreams(http=httpx.MockTransport(Script()), base_url="https://x.test", tokens=chain)
     with pytest.raises(Unauthorized, match="FLY_API_TOKEN"):
         hub.subscribe(APP, Recorder())
@@ -427,3 +429,71 @@ def test_a_failed_first_poll_is_an_event_not_an_exception(waits: list[float]) ->
     sub = hub.subscribe(APP, rec)  # returns: the stream simply ended, with a clear event
     assert rec.stopped.is_set() and rec.events[-1].reason == "not_found"
     assert not sub.active and hub.running() == [] and not streamer_threads()
+
+
+def test_no_import_cycle_among_the_fly_modules() -> None:
+    """Every import between atlas_nb.fly modules, TYPE_CHECKING ones included, is acyclic."""
+    import ast
+
+    import atlas_nb.fly
+
+    root = Path(atlas_nb.fly.__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        name = ".".join(("atlas_nb.fly", *parts)).removesuffix(".__init__")
+        modules[name] = path
+
+    def imports(name: str, path: Path) -> set[str]:
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")
+                if node.level:
+                    base = base[: len(base) - node.level + 1]
+                target = ".".join([*base, *(node.module.split(".") if node.module else [])]) \
+                    if node.level else (node.module or "")
+                candidates = [target, *(f"{target}.{a.name}" for a in node.names)]
+                found |= {c for c in candidates if c in modules and c != name}
+        return found
+
+    graph = {name: imports(name, path) for name, path in modules.items()}
+    # A package's __init__ re-exporting its own submodules is not a cycle worth flagging:
+    # submodules never import their package's __init__ for anything but a re-export.
+    for name in graph:
+        graph[name] = {t for t in graph[name] if not name.startswith(t + ".")}
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*trail, node, nxt]))
+            if nxt not in state:
+                visit(nxt, [*trail, node])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+    assert "atlas_nb.fly.logs.streams" in graph  # the walk saw the packages
+
+
+def test_a_log_source_is_the_same_as_its_keywords(waits: list[float],
+                                                  cleanup: list[LogStreams]) -> None:
+    from atlas_nb.fly import LogSource
+
+    script = Script(page(item(1, region="iad", instance="a"), item(2, region="ord", instance="b")))
+    hub = hub_for(script, waits)
+    cleanup.append(hub)
+    by_source, by_keyword = Recorder(), Recorder()
+    source = LogSource(APP, region="iad", token="fo1_test")
+    with hub.subscribe(source, by_source), hub.subscribe(APP, by_keyword, region="iad",
+                                                         token="fo1_test"):
+        assert by_source.wait_for(1) == by_keyword.wait_for(1) == ["id-1"]
+        assert hub.running() == [APP]  # the same connection: one streamer
+    assert "fo1_test" not in repr(source)
+    assert LogSource.of(source, instance="a") == LogSource(APP, "iad", "a", token="fo1_test")
+    with pytest.raises(TypeError, match="colour"):
+        LogSource.of(APP, colour="red")

@@ -10,7 +10,8 @@ import pytest
 
 from atlas_nb import NotFound, ProviderError, Unauthorized, UnknownError, ValidationError
 from atlas_nb.fly import fetch_logs
-from atlas_nb.fly.logs import LogsClient, _entry_from_wire, _new_entry, page_from_wire
+from atlas_nb.fly.logs.client import LogsClient
+from atlas_nb.fly.logs.wire import _entry_from_wire, _new_entry, page_from_wire
 from atlas_nb.fly.tokens import FixedToken
 from atlas_nb.models import LogEntry
 
@@ -220,7 +221,7 @@ def test_non_json_success_is_an_unknown_error() -> None:
 def test_page_from_bytes_matches_page_from_wire() -> None:
     import json
 
-    from atlas_nb.fly.logs import page_from_bytes
+    from atlas_nb.fly.logs.wire import page_from_bytes
 
     body = page(item(1), item(2, message=None), "junk")
     from_bytes = page_from_bytes(json.dumps(body).encode(), "a")

@@ -319,8 +319,8 @@ def test_placements_ask_for_the_preset_a_spawn_would_use() -> None:
     assert body == {"org_slug": "personal", "compute": sizes.guest(_request(gpu="l40s"))}
 
 
-def test_every_fly_gpu_in_gpus_py_has_a_price() -> None:
-    fly_kinds = {spec.fly[0] for spec in GPUS.values() if spec.fly}
+def test_every_fly_gpu_in_the_gpu_table_has_a_price() -> None:
+    fly_kinds = {wire.GPU_IDS.ids(name)[0] for name in wire.GPU_IDS.offered()}
     assert fly_kinds == {row.kind for row in prices.GPU_PRICES}
 
 

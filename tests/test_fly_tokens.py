@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,20 @@ from atlas_nb import Unauthorized, ValidationError
 from atlas_nb.fly import tokens
 from atlas_nb.fly.auth_header import authorization, is_macaroon
 from atlas_nb.fly.logs import LogsClient
-from atlas_nb.fly.token_sources import parse_duration, read_config_token
-from atlas_nb.fly.token_store import TokenStore, TokenStoreWarning
-from atlas_nb.fly.tokens import FixedToken, TokenChain
+from atlas_nb.fly.tokens import (
+    AtlasConfigLayer,
+    EnvLayer,
+    FixedToken,
+    FlyctlConfigLayer,
+    ManualLayer,
+    MintLayer,
+    StoreLayer,
+    TokenChain,
+    TokenStore,
+    TokenStoreWarning,
+)
+from atlas_nb.fly.tokens.flyctl_config import read_config_token
+from atlas_nb.fly.tokens.mint import parse_duration
 
 FIXTURES = Path(__file__).parent / "fixtures" / "fly"
 CANARY = "fm2_CANARY0123456789abcdef"
@@ -43,25 +55,30 @@ class Clock:
         return self.now
 
 
-def chain(tmp_path: Path, *, env: dict[str, str] | None = None, script: str | None = None,
-          token: str = "FlyV1 fm2_minted", clock: Clock | None = None, **kw: Any) -> TokenChain:
-    """A chain fully isolated in ``tmp_path``: its own env, config file, store and fake CLI."""
+def chain(tmp_path: Path, *, env: Mapping[str, str] | None = None, script: str | None = None,
+          token: str = "FlyV1 fm2_minted", clock: Clock | None = None, org: str | None = None,
+          expiry: str = "24h", cli_timeout_s: float = 15.0,
+          negative_backoff_s: tuple[float, float] = (5.0, 300.0)) -> TokenChain:
+    """A chain fully isolated in ``tmp_path``: its own env, config file, store and fake CLI,
+    built from the documented layers in the documented order."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     if script:
         install_fake(bin_dir, script)
     clock = clock or Clock()
-    kw.setdefault("store", TokenStore(tmp_path / "store", clock=clock))
-    return TokenChain(
-        env=env if env is not None else {},
-        config_file=tmp_path / "fly" / "config.yml",
-        cli_path=str(bin_dir),
-        cli_env={**os.environ, "FAKE_FLY_TOKEN": token,
-                 "FAKE_FLY_RECORD": str(tmp_path / "record.txt"),
-                 "FAKE_FLY_PIDS": str(tmp_path / "pids.txt")},
-        clock=clock,
-        **kw,
-    )
+    store = TokenStore(tmp_path / "store", clock=clock)
+    cli_env = {**os.environ, "FAKE_FLY_TOKEN": token,
+               "FAKE_FLY_RECORD": str(tmp_path / "record.txt"),
+               "FAKE_FLY_PIDS": str(tmp_path / "pids.txt")}
+    return TokenChain([
+        ManualLayer(store),
+        AtlasConfigLayer(),
+        EnvLayer(env if env is not None else {}),
+        StoreLayer(store, org=org),
+        FlyctlConfigLayer(tmp_path / "fly" / "config.yml", clock=clock),
+        MintLayer(store, org=org, expiry=expiry, path=str(bin_dir), env=cli_env,
+                  timeout_s=cli_timeout_s, clock=clock),
+    ], clock=clock, negative_backoff_s=negative_backoff_s)
 
 
 def write_config(tmp_path: Path, token: str) -> Path:
@@ -158,9 +175,9 @@ def test_config_yaml_is_parsed_as_yaml(tmp_path: Path) -> None:
 def test_fly_config_dir_env_moves_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg" / "config.yml").write_text("access_token: fo1_from_dir\n")
-    c = TokenChain(env={"FLY_CONFIG_DIR": str(tmp_path / "cfg")}, use_cli=False,
-                   store=TokenStore(tmp_path / "s"))
-    assert c.config_file == tmp_path / "cfg" / "config.yml"
+    layer = FlyctlConfigLayer(env={"FLY_CONFIG_DIR": str(tmp_path / "cfg")})
+    c = TokenChain([StoreLayer(TokenStore(tmp_path / "s")), layer])
+    assert layer.path == tmp_path / "cfg" / "config.yml"
     assert c.resolve() == ("fo1_from_dir", "config_file")
 
 
@@ -440,3 +457,161 @@ def test_personal_config_token_is_never_copied_to_disk(tmp_path: Path) -> None:
     c = chain(tmp_path)
     assert c.resolve("app") == ("fo1_personal_full_access", "config_file")
     assert TokenStore(tmp_path / "store").names() == []
+
+
+# -- the one chain: documented order, purposes, and its users -------------------------------
+def test_each_layer_wins_over_every_later_one(tmp_path: Path, config_file: Path) -> None:
+    """manual > session > atlas_nb config file > env > store > flyctl config.yml > CLI."""
+    from atlas_nb import config
+
+    env = {"FLY_API_TOKEN": "env-api"}
+    c = chain(tmp_path, env=env, script="tokens_ok.sh")
+    write_config(tmp_path, "flyctl-config")
+    TokenStore(tmp_path / "store").put("manual:app", "stored", source="manual",
+                                       expires_at=None)
+    config_file.write_text("providers:\n  fly:\n    api_key: atlas-config\n")
+    config.set_session_key("fly", "session-key")
+    c.set_manual("app", "manual-token")
+    seen: list[tuple[str, str]] = []
+    for purpose in ("logs", "compute", "deploy"):
+        assert c.resolve("app", purpose=purpose) == ("manual-token", "manual")
+    c.clear_manual("app")  # (also deletes the saved manual:app entry; put it back)
+    TokenStore(tmp_path / "store").put("manual:app", "stored", source="manual",
+                                       expires_at=None)
+    seen.append(c.resolve("app"))
+    config.set_session_key("fly", None)
+    seen.append(c.resolve("app"))
+    config_file.write_text("providers:\n  fly: {}\n")
+    seen.append(c.resolve("app"))
+    del env["FLY_API_TOKEN"]
+    seen.append(c.resolve("app"))
+    TokenStore(tmp_path / "store").delete("manual:app")
+    seen.append(c.resolve("app"))
+    (tmp_path / "fly" / "config.yml").unlink()
+    c.invalidate("app")
+    seen.append(c.resolve("app"))
+    assert seen == [("session-key", "session"), ("atlas-config", "atlas_config"),
+                    ("env-api", "env:FLY_API_TOKEN"), ("stored", "store"),
+                    ("flyctl-config", "config_file"), ("FlyV1 fm2_minted", "cli")]
+
+
+def test_a_minted_readonly_token_never_serves_compute_or_deploy(tmp_path: Path) -> None:
+    c = chain(tmp_path, script="tokens_ok.sh")
+    assert c.resolve("app") == ("FlyV1 fm2_minted", "cli")  # logs: minted, remembered, stored
+    for purpose in ("compute", "deploy"):
+        with pytest.raises(Unauthorized, match=f"that can {purpose}"):
+            c.get("app", purpose=purpose)  # not from memory, the store, nor a new mint
+    assert len(cli_calls(tmp_path)) == 1
+    assert chain(tmp_path).resolve("app") == ("FlyV1 fm2_minted", "store")  # logs still can
+    with pytest.raises(Unauthorized):
+        chain(tmp_path).get("app", purpose="compute")
+
+
+def test_the_chain_refuses_a_layer_answering_with_a_token_that_cannot_serve() -> None:
+    class Sloppy:  # a test layer that ignores the purpose it is asked for
+        name = "sloppy"
+
+        def resolve(self, app: str | None, purpose: tokens.Purpose) -> tokens.Token:
+            return tokens.Token("fm2_readonly", "sloppy", purposes=tokens.LOGS_ONLY)
+
+    c = TokenChain([Sloppy(), EnvLayer({"FLY_API_TOKEN": "fo1_full"})])
+    assert c.resolve("app", purpose="logs") == ("fm2_readonly", "sloppy")
+    assert c.resolve("app", purpose="compute") == ("fo1_full", "env:FLY_API_TOKEN")
+
+
+def test_a_chain_is_built_from_any_layers() -> None:
+    class Fixed:
+        name = "fixed"
+
+        def resolve(self, app: str | None, purpose: tokens.Purpose) -> tokens.Token | None:
+            return tokens.Token(f"tok-{app}", "fixed") if app == "mine" else None
+
+    c = TokenChain([Fixed()])
+    assert c.resolve("mine", purpose="compute") == ("tok-mine", "fixed")
+    with pytest.raises(Unauthorized):
+        c.get("other")
+    with pytest.raises(ValidationError, match="ManualLayer"):
+        c.set_manual("mine", "x")
+    assert "tok-mine" not in repr(tokens.Token("tok-mine", "fixed"))
+
+
+@pytest.fixture
+def default_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TokenChain:
+    """The process-wide chain, isolated in ``tmp_path`` (a fake CLI that can mint)."""
+    c = chain(tmp_path, env=os.environ, script="tokens_ok.sh", token="fm2_readonly_minted")
+    monkeypatch.setattr(tokens, "_default", c)
+    return c
+
+
+def _machines_auth(**provider_kw: Any) -> str | None:
+    """The Authorization header the Fly provider sends for one ``get_compute``."""
+    from atlas_nb import NotFound
+    from atlas_nb.providers.fly import Fly
+
+    sent: list[str] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers["authorization"])
+        return httpx.Response(404, json={"error": "machine not found"})
+
+    with pytest.raises(NotFound):
+        Fly("my-app", base_url="https://machines.test", http=httpx.MockTransport(server),
+            **provider_kw).get_compute("my-app/abc")
+    return sent[0] if sent else None
+
+
+def test_machines_provider_honours_the_atlas_config_file(default_chain: TokenChain,
+                                                          config_file: Path) -> None:
+    config_file.write_text("providers:\n  fly:\n    api_key: fo1_from_config_file\n")
+    assert _machines_auth() == "Bearer fo1_from_config_file"
+
+
+def test_machines_provider_honours_the_store(default_chain: TokenChain, tmp_path: Path) -> None:
+    default_chain.set_manual(None, "fm2_saved_for_compute", persist=True)
+    restarted = chain(tmp_path, script="tokens_ok.sh")  # a new process: only the store has it
+    tokens.configure(restarted)
+    assert restarted.resolve("my-app", purpose="compute") == ("fm2_saved_for_compute", "store")
+    assert _machines_auth() == "FlyV1 fm2_saved_for_compute"
+
+
+def test_machines_provider_honours_flyctl_config_and_manual(default_chain: TokenChain,
+                                                            tmp_path: Path) -> None:
+    write_config(tmp_path, "fo1_flyctl_login")
+    assert _machines_auth() == "Bearer fo1_flyctl_login"
+    default_chain.set_manual("my-app", "fm2_manual")
+    assert _machines_auth() == "FlyV1 fm2_manual"
+    assert _machines_auth(api_key="fo1_per_call") == "Bearer fo1_per_call"  # per call wins
+
+
+def test_machines_provider_never_uses_a_minted_readonly_token(default_chain: TokenChain,
+                                                              tmp_path: Path) -> None:
+    assert default_chain.get("my-app") == "fm2_readonly_minted"  # logs minted one
+    from atlas_nb.providers.fly import Fly
+
+    with pytest.raises(Unauthorized, match="no API key for fly") as err:
+        Fly("my-app", base_url="https://machines.test").get_compute("my-app/abc")
+    assert "FLY_API_TOKEN" in (err.value.hint or "")
+    assert len(cli_calls(tmp_path)) == 1  # compute did not mint either
+
+
+def test_deploys_resolve_through_the_chain(default_chain: TokenChain, tmp_path: Path) -> None:
+    from atlas_nb.fly import stream_deploy
+
+    project = tmp_path / "project"
+    (project / "api").mkdir(parents=True)
+    (project / "api" / "fly.toml").write_text('app = "shop-api"\n')
+    fake = tmp_path / "deploy-bin" / "fly"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/bash\necho "token=${FLY_API_TOKEN:-none}"\n')
+    fake.chmod(0o755)
+    env = {"PATH": os.environ["PATH"]}
+
+    def deployed_with() -> tuple[str, ...]:
+        return stream_deploy(project, "api", path=str(fake.parent), env=env).output
+
+    assert default_chain.get("shop-api") == "fm2_readonly_minted"
+    assert deployed_with() == ("token=none",)  # read-only: flyctl is left to its own login
+    default_chain.set_manual("shop-api", "fm2_deploy_token")  # per app, from fly.toml
+    assert deployed_with() == ("token=fm2_deploy_token",)
+    env["FLY_API_TOKEN"] = "fo1_explicit_env"  # a token in the deploy's own env= wins
+    assert deployed_with() == ("token=fo1_explicit_env",)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from atlas_nb import Unsupported, ValidationError
+from atlas_nb import Unsupported, ValidationError, sandbox
 from atlas_nb.gpus import GPUS, canonical, family, from_provider_id, provider_id, provider_ids
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-RUNPOD_IDS: list[str] = json.loads((FIXTURES / "runpod_gpu_type_ids.json").read_text())[
-    "gpu_type_ids"]
+# Vendored extracts of the providers' own data; provenance in fixtures/README.md.
+RUNPOD_FIXTURE = json.loads((FIXTURES / "runpod_gpu_type_ids.json").read_text())
+RUNPOD_IDS: list[str] = RUNPOD_FIXTURE["gpu_type_ids"]
 LAMBDA_TYPES: list[str] = json.loads((FIXTURES / "lambda_instance_types.json").read_text())[
     "instance_types"]
 PROVIDERS = ("runpod", "lambda_labs", "vast", "fly")
@@ -121,21 +121,25 @@ class TestProviderIds:
 
     def test_every_lambda_model_exists_in_the_catalog(self) -> None:
         models = {re.sub(r"^gpu_\d+x_", "", t) for t in LAMBDA_TYPES if t.startswith("gpu_")}
-        for name, spec in GPUS.items():
-            for suffix in spec.lambda_labs:
+        for name in GPUS:
+            for suffix in provider_ids(name, "lambda_labs"):
                 assert suffix in models, f"{name}: gpu_Nx_{suffix} is not a Lambda type"
 
     def test_every_runpod_id_is_in_the_spec_enum(self) -> None:
-        for name, spec in GPUS.items():
-            for pid in spec.runpod:
+        for name in GPUS:
+            for pid in provider_ids(name, "runpod"):
                 assert pid in RUNPOD_IDS, f"{name}: {pid!r} is not a RunPod gpuTypeId"
 
-    @pytest.mark.skipif(not (SHARED / "specs").is_dir(), reason="shared specs not present")
-    def test_runpod_fixture_matches_the_spec(self) -> None:
-        spec = json.loads((SHARED / "specs/runpod/rest-v1-openapi.json").read_text())
-        enum = spec["components"]["schemas"]["PodCreateInput"]["properties"]["gpuTypeIds"][
-            "items"]["enum"]
-        assert enum == RUNPOD_IDS
+    def test_runpod_fixture_is_the_spec_enum_and_covers_the_sandbox_catalog(self) -> None:
+        source = RUNPOD_FIXTURE["source"]
+        assert source["pointer"].endswith("/PodCreateInput/properties/gpuTypeIds/items/enum")
+        assert len(source["sha256"]) == 64 and len(source["commit"]) == 40
+        assert len(RUNPOD_IDS) == len(set(RUNPOD_IDS)) == 49
+        # the sandbox's RunPod catalog is vendored from other RunPod sources: it agrees
+        with sandbox.start(clouds=["runpod"], start_server=False, attach=False,
+                           validate=False) as sb:
+            served = set(sb.runpod.catalog.gpus)
+        assert served and served <= set(RUNPOD_IDS)
 
     def test_mock_uses_canonical_names(self) -> None:
         assert provider_id("H100-SXM", "mock") == "h100_sxm"

@@ -28,7 +28,7 @@ from atlas_nb import (
 from atlas_nb.errors import error_from_response
 from atlas_nb.models import COMPUTE_STATUSES
 from atlas_nb.providers.lambda_labs import cloud_init, placement, wire
-from atlas_nb.sandbox.lambda_labs_instances import container_env
+from atlas_nb.sandbox.lambda_labs.instances import container_env
 
 SPEC_PATH = (Path(atlas_nb.__file__).parent / "sandbox" / "specs" / "lambda"
              / "lambda-cloud-api-openapi-1.8.3.json")
@@ -219,7 +219,8 @@ def test_gpu_types_skip_cpu_and_keep_unknown_gpus() -> None:
 )
 def test_error_codes_map_to_kinds(status: int, code: str, kind: type) -> None:
     body = {"error": {"code": code, "message": "Msg.", "suggestion": "Do this."}}
-    err = wire.remap(error_from_response(status, body, provider="lambda_labs"))
+    err = wire.remap(error_from_response(status, body, provider="lambda_labs",
+                                         message_of=wire.error_message))
     assert type(err) is kind
     assert (err.status, err.provider, err.raw) == (status, "lambda_labs", body)
     assert "Msg." in err.message and "Do this." in err.message

@@ -16,7 +16,7 @@ from atlas_nb.sandbox.cloud import Api
 from atlas_nb.sandbox.contract import Contract, HttpExchange
 from atlas_nb.sandbox.faults import Faults
 from atlas_nb.sandbox.inprocess import InProcessTransport, LoopThread
-from atlas_nb.sandbox.runpod_rest import problem
+from atlas_nb.sandbox.runpod.rest import problem
 from atlas_nb.sandbox.schemas import SPEC_DIR, component_errors, load_spec
 
 SPEC = "runpod/rest-v2-openapi.json"

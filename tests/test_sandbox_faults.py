@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -82,6 +83,21 @@ def test_429_carries_retry_after_and_problem_json(sb: Sandbox, rest: httpx.Clien
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["title"] == "Too Many Requests"
     assert sb.violations == []
+
+
+def test_a_429_can_leave_retry_after_out(sb: Sandbox, rest: httpx.Client) -> None:
+    rule = sb.faults("GET /v2/pods", sequence=[429], retry_after_s=None)
+    r = rest.get("/v2/pods")
+    assert r.status_code == 429 and "retry-after" not in r.headers
+    assert r.json()["title"] == "Too Many Requests"
+    rate = sb.faults("GET /v2/catalog/gpus", rate_limit_429=1.0, retry_after_s=None)
+    assert "retry-after" not in rest.get("/v2/catalog/gpus").headers
+    for made in (rule, rate):  # plain data: a JSON round trip rebuilds the same rule
+        params = json.loads(json.dumps(made.to_dict()))
+        assert params["retry_after_s"] is None
+        assert Faults()(**params).to_dict() == made.to_dict()
+    with pytest.raises(ValueError, match=">= 0"):
+        Faults()("*", retry_after_s=-1)
 
 
 def test_error_statuses_use_each_apis_error_shape(sb: Sandbox) -> None:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from atlas_nb.sandbox import sandbox_key
-from atlas_nb.sandbox.runpod_graphql import NO_CAPACITY
+from atlas_nb.sandbox.runpod.graphql import NO_CAPACITY
 from atlas_nb.sandbox.server import Sandbox
 
 AUTH = {"Authorization": f"Bearer {sandbox_key('runpod')}"}

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 import atlas_nb.sandbox as sandbox
-from atlas_nb.sandbox.registry import CLOUDS
+from atlas_nb.sandbox.registry import names as cloud_names
 from atlas_nb.sandbox.server import INPROCESS_URL, Sandbox
 
 AUTH = {"Authorization": f"Bearer {sandbox.sandbox_key('runpod')}"}
@@ -31,11 +31,12 @@ def test_start_serves_over_loopback_and_stops_without_leaks() -> None:
     with sandbox.start(provision_delay_s=0, start_delay_s=0) as sb:
         assert sb.url.startswith("http://127.0.0.1:")
         assert sandbox.active_url() == sb.url
-        assert set(sb.keys) == set(CLOUDS)  # every registered cloud is served
+        assert set(sb.keys) == set(cloud_names())  # every registered cloud is served
+        assert {"runpod", "fly", "lambda_labs", "vast"} <= set(sb.keys)
         assert all(key == sandbox.sandbox_key(name) for name, key in sb.keys.items())
         assert sb.keys["runpod"] == "sandbox-runpod-key"
         index = httpx.get(f"{sb.url}/").json()["clouds"]
-        assert set(index) == set(CLOUDS)
+        assert set(index) == set(cloud_names())
         assert index["runpod"]["apis"] == {
             "rest": "/runpod/rest",
             "graphql": "/runpod/graphql",
@@ -75,6 +76,20 @@ def test_two_sandboxes_at_once_are_independent() -> None:
         assert sandbox.active_url() == one.url
         assert httpx.get(f"{one.url}/runpod/rest/v2/pods", headers=AUTH).status_code == 200
     assert sandbox.active_url() is None
+
+
+def test_detach_all_undoes_every_attach_and_says_what_was_attached(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sandbox.attach("http://one:1/")
+    sandbox.attach("http://two:2")
+    assert sandbox.attached() == ["http://one:1", "http://two:2"]
+    assert sandbox.active_url() == "http://two:2"
+    assert sandbox.detach_all() == ["http://one:1", "http://two:2"]
+    assert sandbox.attached() == [] and sandbox.active_url() is None
+    assert sandbox.detach_all() == []
+    monkeypatch.setenv("ATLAS_NB_SANDBOX", "http://env:3/")
+    assert sandbox.active_url() == "http://env:3"  # the env var is not an attach
 
 
 def test_fixed_port_and_port_in_use() -> None:

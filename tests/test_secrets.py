@@ -18,6 +18,8 @@ import pytest
 import atlas_nb
 from atlas_nb import Compute, ComputeRequest, GpuType
 from atlas_nb.providers import BaseProvider, strip_secrets
+from atlas_nb.providers.lambda_labs import wire as lambda_wire
+from atlas_nb.providers.runpod import wire as runpod_wire
 
 CANARY = "sk-CANARY-1234567890"
 Events = list[tuple[str, dict[str, Any]]]
@@ -58,6 +60,11 @@ class Leaky(BaseProvider):
 
     name: ClassVar[str] = "runpod"  # so RUNPOD_API_KEY and providers.runpod apply
     apis: ClassVar[dict[str, str]] = {"rest": "https://api.leaky.test/v1"}
+
+    @staticmethod
+    def error_message(body: Any) -> str | None:
+        # It answers in Lambda's and GraphQL's envelopes: read them as those providers do.
+        return lambda_wire.error_message(body) or runpod_wire.error_message(body)
 
     def spawn_compute(self, request: ComputeRequest) -> Compute:
         body = self.client("rest").request("POST", "/pods", json={"image": request.image})

@@ -13,7 +13,7 @@ import atlas_nb as atlas
 from atlas_nb.errors import AtlasError, NotFound
 from atlas_nb.models import COMPUTE_STATUSES, ComputeRequest
 from atlas_nb.providers.vast import wire
-from atlas_nb.sandbox.vast_instances import parse_env
+from atlas_nb.sandbox.vast.instances import parse_env
 
 SPEC = yaml.safe_load(
     (Path(atlas.__file__).parent / "sandbox" / "specs" / "vast" / "vast-openapi.yaml")

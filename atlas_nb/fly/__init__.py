@@ -12,6 +12,11 @@ These work without a notebook and apart from the compute providers::
     result = fly.stream_deploy("~/code/shop", "api", "ticket-1", callback=print)
     fly.tokens.get("shop-api")                         # the token chain
 
+Packages: ``logs/`` (the logs API and live streams), ``deploy/`` (``fly deploy`` runs),
+``tokens/`` (the one Fly credential chain, used by logs, deploys and the Machines
+provider); modules: ``apps`` (``fly.toml`` discovery), ``flyctl`` (finding and running
+the CLI), ``auth_header`` (the ``Authorization`` rule).
+
 Submodules load on first use, so ``import atlas_nb.fly`` stays cheap.
 """
 
@@ -25,31 +30,44 @@ if TYPE_CHECKING:
     from . import tokens
     from .apps import FlyAppsWarning, discover_apps
     from .auth_header import authorization
-    from .deploy import Deployment, start_deploy, stream_deploy
-    from .deploy_tickets import DeployLine, DeployResult, DeploySubscription, subscribe_deploy
-    from .log_events import LogBatch, LogsStopped
-    from .log_streamer import LogStreams, LogSubscription, subscribe_logs, tail_logs
-    from .log_tail import LogTail
-    from .logs import LogPage, LogsClient, fetch_logs
-    from .token_store import TokenStore, TokenStoreWarning
-    from .tokens import TokenChain
+    from .deploy import (
+        DeployLimits,
+        DeployLine,
+        Deployment,
+        DeployResult,
+        DeploySubscription,
+        start_deploy,
+        stream_deploy,
+        subscribe_deploy,
+    )
+    from .logs import (
+        LogBatch,
+        LogPage,
+        LogsClient,
+        LogSource,
+        LogsStopped,
+        LogStreams,
+        LogSubscription,
+        LogTail,
+        fetch_logs,
+        subscribe_logs,
+        tail_logs,
+    )
+    from .tokens import TokenChain, TokenStore, TokenStoreWarning
 
 _LAZY: dict[str, str] = {
     "discover_apps": "apps", "FlyAppsWarning": "apps",
     "authorization": "auth_header",
-    "Deployment": "deploy", "start_deploy": "deploy", "stream_deploy": "deploy",
-    "DeployLine": "deploy_tickets", "DeployResult": "deploy_tickets",
-    "DeploySubscription": "deploy_tickets", "subscribe_deploy": "deploy_tickets",
-    "LogBatch": "log_events", "LogsStopped": "log_events",
-    "LogStreams": "log_streamer", "LogSubscription": "log_streamer",
-    "subscribe_logs": "log_streamer", "tail_logs": "log_streamer",
-    "LogTail": "log_tail",
-    "LogPage": "logs", "LogsClient": "logs", "fetch_logs": "logs",
-    "TokenStore": "token_store", "TokenStoreWarning": "token_store",
-    "TokenChain": "tokens",
+    **dict.fromkeys(("Deployment", "DeployLimits", "start_deploy", "stream_deploy", "DeployLine",
+                     "DeployResult", "DeploySubscription", "subscribe_deploy"), "deploy"),
+    **dict.fromkeys(("LogBatch", "LogsStopped", "LogSource", "LogStreams", "LogSubscription",
+                     "subscribe_logs", "tail_logs", "LogTail", "LogPage", "LogsClient",
+                     "fetch_logs"), "logs"),
+    **dict.fromkeys(("TokenChain", "TokenStore", "TokenStoreWarning"), "tokens"),
 }
 
 __all__ = [
+    "DeployLimits",
     "DeployLine",
     "DeployResult",
     "DeploySubscription",
@@ -58,6 +76,7 @@ __all__ = [
     "LogBatch",
     "LogEntry",
     "LogPage",
+    "LogSource",
     "LogStreams",
     "LogSubscription",
     "LogTail",

@@ -98,17 +98,17 @@ CACHE = CatalogCache()
 
 def provider_names(value: Any) -> list[str]:
     """``None``/``"all"`` -> every catalog provider; a name or list -> those names."""
-    from ..facade import ALL_PROVIDERS
+    from ..facade import all_providers
 
     if value is None or value == "all":
-        return list(ALL_PROVIDERS)
+        return list(all_providers())
     names = [value] if isinstance(value, str) else list(value)
     out: list[str] = []
     for name in names:
         for part in str(name).split(","):
             part = part.strip()
             if part == "all":
-                out.extend(ALL_PROVIDERS)
+                out.extend(all_providers())
             elif part:
                 out.append(part)
     return list(dict.fromkeys(out))

@@ -41,13 +41,13 @@ STREAM_COLUMNS = ("seq", "t_s")
 
 def _gpu_matcher(names: Sequence[str]) -> Callable[[str | None], bool]:
     """Canonical names match exactly; a family name (``h100``, ``a100``) matches its family."""
-    from ..gpus import GPUS, _norm, canonical
+    from ..gpus import GPUS, canonical, normalize
 
     families = {s.family for s in GPUS.values()}
     exact: set[str] = set()
     fams: set[str] = set()
     for name in names:
-        key = _norm(name)
+        key = normalize(name)
         if key in families:
             fams.add(key)
         else:

@@ -24,9 +24,9 @@ from IPython.core.magic import (
 from traitlets import Float, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
-from . import keyguard, parsers
+from . import keyguard
 from .call import Call, Result
-from .commands import handler_for
+from .commands import HelpShown, handler_for, overview, parse
 from .expand import expand
 
 __all__ = ["AtlasMagics"]
@@ -99,7 +99,7 @@ class AtlasMagics(Magics, Configurable):
             keyguard.scrub_history(self.shell, line)
             raise
         if not raw_tokens or raw_tokens[0] in ("-h", "--help", "help"):
-            print(parsers.overview())  # noqa: T201 - this is the help the user asked for
+            print(overview())  # noqa: T201 - this is the help the user asked for
             return None
         user_ns: Mapping[str, Any] = self.shell.user_ns if self.shell is not None else {}
         namespaces = (local_ns, user_ns) if local_ns is not None and local_ns is not user_ns \
@@ -108,8 +108,8 @@ class AtlasMagics(Magics, Configurable):
         sub = expanded.tokens[0]
         handler = handler_for(sub)  # UsageError for an unknown subcommand
         try:
-            args = parsers.parse(sub, expanded.tokens[1:])
-        except parsers.HelpShown:
+            args = parse(sub, expanded.tokens[1:])
+        except HelpShown:
             return None
         for key, value in vars(args).items():
             setattr(args, key, expanded.restore(value))
@@ -125,4 +125,4 @@ class AtlasMagics(Magics, Configurable):
         return result
 
 
-AtlasMagics.atlas.__doc__ = parsers.overview()
+AtlasMagics.atlas.__doc__ = overview()

@@ -29,12 +29,11 @@ from .owner import Owner
 
 __all__ = [
     "FILENAME", "SCHEMA_VERSION", "Ledger", "LedgerEntry", "LedgerState", "SessionRow",
-    "current_target", "migrate", "safe", "schema_version",
+    "current_target", "migrate", "schema_version", "write_or_log",
 ]
 
 FILENAME = "orchestrator.sqlite3"
 LedgerState = Literal["live", "terminated", "terminate_failed"]
-OPEN_STATES = ("live", "terminate_failed")
 _PRUNE_AFTER_S = 30 * 86400  # closed entries older than this are deleted
 _CHUNK = 500  # SQLite's default limit on host parameters is 999
 _log = logging.getLogger("atlas_nb.orchestrator")
@@ -320,8 +319,9 @@ def _now_floor() -> float:
     return time.time() - _PRUNE_AFTER_S
 
 
-def safe(fn: Any, *args: Any, **kwargs: Any) -> bool:
-    """Run a ledger write; log (never raise) a failure. For writes after the fact."""
+def write_or_log(fn: Any, *args: Any, **kwargs: Any) -> bool:
+    """Run a ledger write; log (never raise) a failure. For writes after the fact, where
+    the cloud call already happened and a ledger error must not hide its result."""
     try:
         fn(*args, **kwargs)
     except (sqlite3.Error, UnknownError) as exc:

@@ -24,7 +24,7 @@ from ..providers import Provider, resolve
 from . import owner as owners
 from .budget import Budget, CatalogPrices, CostSummary, estimate_price
 from .events import ALL, Callback, EventBus, Outbox, Subscription
-from .ledger import FILENAME, Ledger, safe
+from .ledger import FILENAME, Ledger, write_or_log
 from .naming import compute_name, new_session_id
 from .reaper import Reaper
 from .reconcile import ReapReport
@@ -189,7 +189,7 @@ class Orchestrator:
                 self._terminate(cid, reason, deadline=deadline)
         if first and self._started:
             telemetry.detach(self._telemetry_id)
-            safe(self.ledger.end_session, self.session_id, self._clock())
+            write_or_log(self.ledger.end_session, self.session_id, self._clock())
         with self._lock:
             left = [r.id for r in self._tracker.records()]
         if not left and self._kernel_hooks:
@@ -255,7 +255,7 @@ class Orchestrator:
             raise
         now = self._clock()
         rate = compute.cost_per_hour or price or float(cost_per_hour or 0.0)
-        safe(self.ledger.record_created, name, compute.id, rate)
+        write_or_log(self.ledger.record_created, name, compute.id, rate)
         record = Record(compute=compute, provider=p, name=name, user_id=user_id, spawned_at=now,
                         last_activity=now, idle_ttl_ms=ttl, max_lifetime_ms=lifetime,
                         cost_per_hour=rate)
@@ -279,11 +279,11 @@ class Orchestrator:
         for c in found:
             ok, err = self._terminate_upstream(p, c.id)
             if not ok:
-                safe(self.ledger.record_created, name, c.id, None)
-                safe(self.ledger.record_terminate_failed, name, self._clock(), "spawn_failed",
-                     err or "terminate failed")
+                write_or_log(self.ledger.record_created, name, c.id, None)
+                write_or_log(self.ledger.record_terminate_failed, name, self._clock(),
+                             "spawn_failed", err or "terminate failed")
                 return
-        safe(self.ledger.record_terminated, name, self._clock(), "spawn_failed")
+        write_or_log(self.ledger.record_terminated, name, self._clock(), "spawn_failed")
 
     # -- the tracked set --------------------------------------------------------------
     def touch(self, compute: Compute | str) -> None:
@@ -362,7 +362,7 @@ class Orchestrator:
         for cid in retry:
             self._terminate(cid, "retry")
         if self._started:
-            safe(self.ledger.touch_session, self.session_id, now)
+            write_or_log(self.ledger.touch_session, self.session_id, now)
         last = self._reaper.last_run
         if reap or (reap is None and (last is None
                                       or now - last >= self.settings.reap_interval_s)):
@@ -386,9 +386,10 @@ class Orchestrator:
         now = self._clock()
         why = record.reason or reason
         if ok:
-            safe(self.ledger.record_terminated, record.name, now, why)
+            write_or_log(self.ledger.record_terminated, record.name, now, why)
         else:
-            safe(self.ledger.record_terminate_failed, record.name, now, why, err or "failed")
+            write_or_log(self.ledger.record_terminate_failed, record.name, now, why,
+                         err or "failed")
         with self._lock:
             self._outbox.put(self._tracker.finish_terminate(
                 cid, ok, err, now, retry_after_s=self.settings.reap_interval_s))
@@ -410,7 +411,7 @@ class Orchestrator:
             events, ended = self._tracker.observe(event, data, now)
             self._outbox.put(events)
         if ended is not None:
-            safe(self.ledger.record_terminated, ended, now, "external")
+            write_or_log(self.ledger.record_terminated, ended, now, "external")
         self._outbox.drain()
 
     # -- reaping ----------------------------------------------------------------------

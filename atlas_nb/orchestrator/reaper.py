@@ -18,7 +18,7 @@ from ..errors import AtlasError
 from ..models import Compute
 from ..providers import Provider
 from . import owner as owners
-from .ledger import Ledger, current_target, safe
+from .ledger import Ledger, current_target, write_or_log
 from .reconcile import ReapAction, ReapInputs, ReapReport, plan
 from .settings import Settings
 from .terminate import one_line
@@ -94,7 +94,7 @@ class Reaper:
     def _execute_one(self, action: ReapAction) -> ReapAction:
         now = self._clock()
         if action.action == "forget":
-            safe(self._ledger.record_terminated, action.name, now, "never_created")
+            write_or_log(self._ledger.record_terminated, action.name, now, "never_created")
             return action.finished(True)
         try:
             p = self._provider_named(action.provider)
@@ -105,14 +105,14 @@ class Reaper:
         entry = self._ledger.entry(action.name) if action.name else None
         why = f"reaped: {action.reason}"
         if entry is None and action.name:
-            safe(self._ledger.record_reaped, name=action.name, provider=action.provider,
+            write_or_log(self._ledger.record_reaped, name=action.name, provider=action.provider,
                  compute_id=action.compute_id, now=now, reason=why, error=err)
         elif entry is not None and entry.state != "terminated":
             if entry.compute_id is None:
-                safe(self._ledger.record_created, entry.name, action.compute_id, None)
+                write_or_log(self._ledger.record_created, entry.name, action.compute_id, None)
             if ok:
-                safe(self._ledger.record_terminated, entry.name, now, why)
+                write_or_log(self._ledger.record_terminated, entry.name, now, why)
             else:
-                safe(self._ledger.record_terminate_failed, entry.name, now, why,
+                write_or_log(self._ledger.record_terminate_failed, entry.name, now, why,
                      err or "failed")
         return action.finished(ok, err)

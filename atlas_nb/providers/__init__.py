@@ -1,24 +1,47 @@
-"""The provider registry: one line per built-in provider, imported on first use."""
+"""The provider registry: one line per built-in provider, imported on first use.
+
+Everything else that lists providers (the catalog's ``provider="all"``, ``doctor``,
+``config``'s key variables, the notebook's commands and panels) derives from here:
+``names()`` and ``facts(name)``. A provider declares its own facts on its class (see
+``base.ProviderFacts``). Third-party providers register without touching this file,
+through the ``atlas_nb.providers`` entry-point group (``name = "module:Class"``), or at
+run time with ``register(name, cls)``.
+"""
 
 from __future__ import annotations
 
 import importlib
+import threading
 from typing import Any
 
 from .._http import HttpOption
 from ..errors import ValidationError
-from .base import CAPABILITIES, BaseProvider, Provider, instantiate, strip_secrets
+from .base import (
+    CAPABILITIES,
+    BaseProvider,
+    Provider,
+    ProviderFacts,
+    facts_of,
+    instantiate,
+    strip_secrets,
+)
 
 __all__ = [
     "CAPABILITIES",
+    "ENTRY_POINT_GROUP",
     "REGISTRY",
     "BaseProvider",
     "Provider",
+    "ProviderFacts",
+    "facts",
+    "names",
     "provider_class",
     "register",
     "resolve",
     "strip_secrets",
 ]
+
+ENTRY_POINT_GROUP = "atlas_nb.providers"
 
 REGISTRY: dict[str, str] = {
     "runpod": "atlas_nb.providers.runpod:RunPod",
@@ -27,10 +50,13 @@ REGISTRY: dict[str, str] = {
     "vast": "atlas_nb.providers.vast:Vast",
     "mock": "atlas_nb.providers.mock:MockProvider",
 }
-"""Provider name -> ``module:Class``. Extend with ``register``."""
+"""Built-in provider name -> ``module:Class``. Plugins come from ``ENTRY_POINT_GROUP``."""
 
-_ALIASES = {"lambda": "lambda_labs", "lambdalabs": "lambda_labs", "vastai": "vast", "fly.io": "fly"}
 _custom: dict[str, type[Any]] = {}
+_plugins: dict[str, str] | None = None  # entry points, read once
+_facts: dict[str, ProviderFacts] = {}
+_aliases: dict[str, str] | None = None
+_lock = threading.Lock()
 # One reusable instance per ``shareable`` class: building a provider (and its HTTP
 # client) per facade call costs more than the rest of a get's local work.
 _shared_instances: dict[type[Any], Any] = {}
@@ -41,22 +67,89 @@ _CORE = ("name", "capabilities", "spawn_compute", "get_compute", "list_compute",
 
 def register(name: str, cls: type[Any]) -> None:
     """Make ``provider=name`` resolve to ``cls`` (a class implementing ``Provider``)."""
-    _custom[name] = cls
-    _shared_by_name.clear()
+    global _aliases
+    with _lock:
+        _custom[name] = cls
+        _facts.pop(name, None)
+        _aliases = None
+        _shared_by_name.clear()
+
+
+def _entry_points() -> dict[str, str]:
+    """The ``atlas_nb.providers`` entry points of installed distributions (read once)."""
+    global _plugins
+    if _plugins is None:
+        # Imported here: importlib.metadata costs ~6 ms, and built-in names never need it.
+        from importlib.metadata import entry_points
+
+        found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+        _plugins = {n: v for n, v in found.items() if n not in REGISTRY}
+    return _plugins
+
+
+def names(*, keyed: bool = False, offline: bool = True) -> tuple[str, ...]:
+    """Every registered provider name: built-ins, then plugins, then ``register()``-ed.
+
+    ``keyed=True`` keeps those that take an API key; ``offline=False`` drops in-memory
+    stand-ins such as ``mock`` (what ``provider="all"`` means for catalogs).
+    """
+    every = list(dict.fromkeys([*REGISTRY, *_entry_points(), *_custom]))
+    if not keyed and offline:
+        return tuple(every)
+    kept = []
+    for name in every:
+        try:
+            info = facts(name)
+        except Exception:  # a broken plugin must not hide the others
+            continue
+        if (keyed and not info.keyed) or (not offline and info.offline):
+            continue
+        kept.append(name)
+    return tuple(kept)
+
+
+def _alias_map() -> dict[str, str]:
+    global _aliases
+    if _aliases is None:
+        table: dict[str, str] = {}
+        for name in names():
+            try:
+                table.update({a.lower(): name for a in facts(name).aliases})
+            except Exception:  # a broken plugin must not hide the others
+                continue
+        _aliases = table
+    return _aliases
+
+
+def _target(name: str) -> str | None:
+    return REGISTRY.get(name) or _entry_points().get(name)
 
 
 def provider_class(name: str) -> type[Any]:
-    """The class registered for ``name``; ``ValidationError`` listing the known names."""
-    key = _ALIASES.get(name.lower(), name.lower())
+    """The class registered for ``name`` (or an alias); ``ValidationError`` listing the
+    known names."""
+    key = name.lower()
     if key in _custom:
         return _custom[key]
-    target = REGISTRY.get(key)
+    target = _target(key)
     if target is None:
-        known = ", ".join(sorted({*REGISTRY, *_custom}))
-        raise ValidationError(f"unknown provider {name!r}; use one of: {known}")
+        key = _alias_map().get(key, key)
+        if key in _custom:
+            return _custom[key]
+        target = _target(key)
+    if target is None:
+        raise ValidationError(f"unknown provider {name!r}; use one of: {', '.join(names())}")
     module, _, attr = target.partition(":")
     cls: type[Any] = getattr(importlib.import_module(module), attr)
     return cls
+
+
+def facts(name: str) -> ProviderFacts:
+    """What the provider registered as ``name`` declares about itself (cached)."""
+    hit = _facts.get(name)
+    if hit is None:
+        hit = _facts[name] = facts_of(provider_class(name))
+    return hit
 
 
 def resolve(

@@ -23,6 +23,13 @@ base class is required, so a user's own class plugs in unchanged). The contract:
 * **Secrets.** ``raw`` never carries the pod env, a token or an API key; keys go
   only in headers, never in URLs. Use ``strip_secrets`` on every payload.
 * **Capabilities** are a subset of ``CAPABILITIES`` that the code really backs.
+* **Facts.** A provider declares what the rest of atlas_nb needs to know about it as
+  class attributes, read with ``facts_of`` (all optional for a user's own class):
+  ``name``, ``aliases``, ``key_env`` (the env vars holding its key, first wins),
+  ``key_hint``, ``gpu_ids`` (its ``GpuIds`` table, in its ``wire.py``),
+  ``error_message(body)`` (a human message out of its error bodies),
+  ``CAPABILITIES``, ``sandbox_cloud`` (``"module:Class"`` of its emulated cloud) and
+  ``offline`` (true for an in-memory stand-in that needs no account, like ``mock``).
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ import inspect
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from .._http import HttpClient, HttpOption, RetryPolicy, decode
 from ..config import resolve_api_key, resolve_base_url
@@ -46,19 +54,23 @@ from ..errors import (
     Unsupported,
     ValidationError,
 )
-from ..gpus import GPUS, canonical
+from ..gpus import GPUS, GpuIds, canonical
 from ..models import COMPUTE_STATUSES, Compute, ComputeRequest, GpuType, Job, JobRequest
 
 __all__ = [
     "CAPABILITIES",
     "BaseProvider",
+    "CreateRetry",
+    "Lookup",
     "Provider",
+    "ProviderFacts",
     "TargetGone",
     "as_datetime",
     "as_list",
     "as_map",
     "as_str",
     "deep_merge",
+    "facts_of",
     "filter_computes",
     "instantiate",
     "job_ref",
@@ -324,6 +336,45 @@ def _retry_after(error: RateLimited, limited: int) -> float:
     return min(error.retry_after or 1.0, _RATE_WAIT_MAX_S)
 
 
+@dataclass(frozen=True)
+class ProviderFacts:
+    """What atlas_nb knows about a provider without calling it, read off its class."""
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    key_env: tuple[str, ...] = ()
+    key_hint: str = ""
+    gpu_ids: GpuIds | None = None
+    error_message: Callable[[Any], str | None] | None = None
+    capabilities: frozenset[str] = frozenset()
+    sandbox_cloud: str | None = None
+    offline: bool = False
+
+    @property
+    def keyed(self) -> bool:
+        """True if the provider takes an API key (it names env vars for one)."""
+        return bool(self.key_env)
+
+
+def facts_of(cls: type[Any]) -> ProviderFacts:
+    """The facts a provider class declares (see the module docstring); absent ones default."""
+    caps = getattr(cls, "CAPABILITIES", None)
+    if not isinstance(caps, frozenset):
+        caps = frozenset()
+    reader = getattr(cls, "error_message", None)
+    return ProviderFacts(
+        name=str(getattr(cls, "name", cls.__name__.lower())),
+        aliases=tuple(getattr(cls, "aliases", ())),
+        key_env=tuple(getattr(cls, "key_env", ())),
+        key_hint=str(getattr(cls, "key_hint", "") or ""),
+        gpu_ids=getattr(cls, "gpu_ids", None),
+        error_message=reader if callable(reader) else None,
+        capabilities=caps,
+        sandbox_cloud=getattr(cls, "sandbox_cloud", None),
+        offline=getattr(cls, "offline", False) is True,
+    )
+
+
 _init_options_cache: dict[type[Any], tuple[frozenset[str], bool]] = {}
 
 
@@ -362,18 +413,53 @@ def instantiate(
     return cls(**kwargs)
 
 
+@dataclass(frozen=True)
+class Lookup(Generic[T]):
+    """How ``create_once`` finds what a create whose answer was lost may have made."""
+
+    rows: Callable[[], Iterable[_Row]]
+    """Lists the provider's resources (e.g. every pod, or those with one label)."""
+    ours: Callable[[_Row], T | None]
+    """The result for a row this create made (name plus marker), else ``None``."""
+    name: str
+    """The resource's name, for the hint when the lookup itself fails."""
+
+
+@dataclass(frozen=True)
+class CreateRetry:
+    """How ``create_once`` retries: tries, waits, and what runs before each send."""
+
+    attempts: int
+    """Tries spent before giving up (failures, and 429s unless they have their own)."""
+    backoff: Callable[[int], float] = _doubling
+    """Seconds to wait after the n-th failure (nothing was found by the lookup)."""
+    rate_wait: Callable[[RateLimited, int], float] = _retry_after
+    """Seconds to wait after the n-th 429."""
+    rate_limited_attempts: int | None = None
+    """A budget of 429s of their own, or ``None``: they count against ``attempts``."""
+    look_after_rate_limit: bool = False
+    """Look the resource up after a 429 too (a 429 that followed a lost create)."""
+    before_send: Callable[[], None] | None = None
+    """Runs before each send, e.g. a provider's launch gate."""
+
+
 class BaseProvider:
     """Optional helper base for built-in providers: key and URL resolution, one
     ``HttpClient`` per API, and ``Unsupported`` defaults for optional operations.
 
-    Subclasses set ``name``, ``apis`` (API name -> default base URL) and
-    ``CAPABILITIES``, and implement the methods their capabilities promise.
+    Subclasses set ``name``, ``apis`` (API name -> default base URL), ``CAPABILITIES``
+    and the facts the module docstring lists, and implement the methods their
+    capabilities promise.
     """
 
     name: ClassVar[str] = "base"
+    aliases: ClassVar[tuple[str, ...]] = ()
     apis: ClassVar[dict[str, str]] = {}
     CAPABILITIES: ClassVar[frozenset[str]] = frozenset()
+    key_env: ClassVar[tuple[str, ...]] = ()
     key_hint: ClassVar[str] = ""
+    gpu_ids: ClassVar[GpuIds | None] = None
+    sandbox_cloud: ClassVar[str | None] = None
     shareable: ClassVar[bool] = False
     """True if one instance may serve every facade call made without per-call options:
     it keeps no per-call state, and ``client()`` re-resolves keys and URLs on each call."""
@@ -399,6 +485,12 @@ class BaseProvider:
 
     def capabilities(self) -> frozenset[str]:
         return self.CAPABILITIES
+
+    @staticmethod
+    def error_message(body: Any) -> str | None:
+        """A human message out of one of this provider's error bodies (``None``: the
+        generic envelopes in ``errors`` are tried)."""
+        return None
 
     # -- plumbing ---------------------------------------------------------------------
     def api_key(self) -> str:
@@ -428,6 +520,7 @@ class BaseProvider:
                 base_url=base,
                 headers=self.auth_headers(key),
                 secrets=(key,),
+                message_of=self.error_message,
                 http=self._http,
                 retry=self._retry,
                 sleep=self._sleep,
@@ -443,18 +536,11 @@ class BaseProvider:
         body: Any,
         *,
         parse: Callable[[Any], T | None],
-        lookup: Callable[[], Iterable[_Row]],
-        ours: Callable[[_Row], T | None],
-        name: str,
-        attempts: int,
+        lookup: Lookup[T],
+        retry: CreateRetry,
         id_name: str,
         not_made: str,
         verb: str = "create",
-        backoff: Callable[[int], float] = _doubling,
-        rate_wait: Callable[[RateLimited, int], float] = _retry_after,
-        rate_limited_attempts: int | None = None,
-        look_after_rate_limit: bool = False,
-        before_send: Callable[[], None] | None = None,
         error: Callable[[AtlasError], AtlasError] | None = None,
         refused: Callable[[AtlasError], AtlasError] | None = None,
         gone: Callable[[AtlasError], bool] | None = None,
@@ -468,47 +554,49 @@ class BaseProvider:
           resource) is a failure, ``ProviderError("{verb} answered without {id_name}")``;
         * a lost answer (``TransportError``, ``Timeout``) or a 5xx is a failure: the
           create may have happened;
-        * a 429 was refused, so nothing was made: wait ``rate_wait(error, n)`` for the n-th
-          one and try again (looked up first only with ``look_after_rate_limit``);
+        * a 429 was refused, so nothing was made: wait ``retry.rate_wait(error, n)`` for
+          the n-th one and try again (looked up first only with
+          ``retry.look_after_rate_limit``);
         * any other 4xx is final: raised as ``refused(error)``.
 
-        After a failure, ``lookup()`` lists the resources and the first row ``ours`` turns
-        into a result wins; only when none does is the create sent again, after
-        ``backoff(n)`` (``n``: the tries spent so far). If the lookup fails its error is
-        raised with a hint to check ``list_compute(name=name)`` before spawning again.
-        Tries end after ``attempts`` spent: failures, and 429s too unless
-        ``rate_limited_attempts`` gives them their own budget. The last error is raised
-        with the hint ``"{not_made}; it is safe to try again"``.
+        After a failure, ``lookup.rows()`` lists the resources and the first row
+        ``lookup.ours`` turns into a result wins; only when none does is the create sent
+        again, after ``retry.backoff(n)`` (``n``: the tries spent so far). If the lookup
+        fails its error is raised with a hint to check ``list_compute(name=...)`` before
+        spawning again. Tries end after ``retry.attempts`` spent: failures, and 429s too
+        unless ``retry.rate_limited_attempts`` gives them their own budget. The last error
+        is raised with the hint ``"{not_made}; it is safe to try again"``.
 
-        Hooks: ``before_send`` runs before each send (e.g. a launch gate); ``error`` maps
-        every error answer first (e.g. by the provider's error code); ``gone(error)`` true
-        means the target of the create vanished: an earlier failed try may be what took
-        it (and the list may lag), so it is looked up once more, else ``TargetGone``.
+        Hooks: ``retry.before_send`` runs before each send (e.g. a launch gate); ``error``
+        maps every error answer first (e.g. by the provider's error code); ``gone(error)``
+        true means the target of the create vanished: an earlier failed try may be what
+        took it (and the list may lag), so it is looked up once more, else ``TargetGone``.
         """
+        name = lookup.name
 
         def look() -> T | None:
             try:
-                rows = lookup()
+                rows = lookup.rows()
             except AtlasError as exc:
                 exc.hint = (f"a {verb}'s answer was lost and the lookup failed: check "
                             f"list_compute(name={name!r}) before spawning again")
                 raise
-            return next((made for row in rows if (made := ours(row)) is not None), None)
+            return next((made for row in rows if (made := lookup.ours(row)) is not None), None)
 
         failures = limited = 0
 
         def spent() -> int:  # the tries counted against ``attempts``
-            return failures + limited if rate_limited_attempts is None else failures
+            return failures + limited if retry.rate_limited_attempts is None else failures
 
         def more() -> bool:
-            if rate_limited_attempts is not None and limited >= rate_limited_attempts:
+            if retry.rate_limited_attempts is not None and limited >= retry.rate_limited_attempts:
                 return False
-            return spent() < attempts
+            return spent() < retry.attempts
 
         last: AtlasError | None = None
         while more():
-            if before_send is not None:
-                before_send()
+            if retry.before_send is not None:
+                retry.before_send()
             try:
                 response = client.send(method, path, json=body, idempotent=False)
             except (TransportError, Timeout) as exc:
@@ -535,8 +623,8 @@ class BaseProvider:
                         raise refused(last) if refused is not None else last
             if isinstance(last, RateLimited):  # refused, so nothing was created
                 limited += 1
-                self._sleep(rate_wait(last, limited))
-                if not look_after_rate_limit:
+                self._sleep(retry.rate_wait(last, limited))
+                if not retry.look_after_rate_limit:
                     continue
             else:
                 failures += 1
@@ -544,7 +632,7 @@ class BaseProvider:
             if found is not None:
                 return found
             if more() and not isinstance(last, RateLimited):
-                self._sleep(backoff(spent()))
+                self._sleep(retry.backoff(spent()))
         assert last is not None
         last.hint = f"{not_made}; it is safe to try again"
         raise last

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from ..errors import NotFound, ProviderError, Timeout, ValidationError
-from ..gpus import GPUS, family
+from ..gpus import GPUS, CanonicalIds, family
 from ..models import Compute, ComputeRequest, GpuType, Job, JobRequest, PortMapping
 from .base import CAPABILITIES
 
@@ -57,6 +57,8 @@ class MockProvider:
     """In-memory provider implementing every capability with realistic state changes."""
 
     name = "mock"
+    offline: ClassVar[bool] = True  # needs no account: not part of provider="all"
+    gpu_ids: ClassVar[CanonicalIds] = CanonicalIds("mock")
     provision_delay_s: ClassVar[float] = 0.0
     CAPABILITIES: ClassVar[frozenset[str]] = CAPABILITIES - {"global_networking", "logs"}
 

@@ -2,8 +2,15 @@
 
 ``with atlas_nb.sandbox.start() as sb:`` runs every emulated cloud on a loopback
 port and points all providers at it with sandbox keys. ``attach(url)`` (or the
-``ATLAS_NB_SANDBOX`` env var) points this process at a sandbox running elsewhere.
+``ATLAS_NB_SANDBOX`` env var) points this process at a sandbox running elsewhere,
+and ``control.Control(url)`` drives its faults, clock and GPU stock over HTTP.
 This module stays light: the server itself is imported only by ``start()``.
+
+Layout: what every cloud shares sits here (``server``, ``app``, ``faults``,
+``capacity``, ``control_api``/``control``, ``cloud``, ``contract``, ``schemas``,
+``ratelimit``, ``inprocess``); each emulated cloud is a package mirroring
+``atlas_nb/providers/<cloud>/`` (``runpod/``, ``lambda_labs/``, ``vast/``, ``fly/``).
+Which clouds exist comes from the provider registry (``registry.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .server import Sandbox
 
-__all__ = ["active_url", "attach", "detach", "sandbox_key", "start"]
+__all__ = ["active_url", "attach", "attached", "detach", "detach_all", "sandbox_key", "start"]
 
 _lock = threading.Lock()
 _attached: list[str] = []
@@ -50,6 +57,20 @@ def detach(url: str | None = None) -> None:
             _attached.pop()
         elif url.rstrip("/") in _attached:
             _attached.remove(url.rstrip("/"))
+
+
+def attached() -> list[str]:
+    """The URLs ``attach`` has stacked up, oldest first (the last one is active)."""
+    with _lock:
+        return list(_attached)
+
+
+def detach_all() -> list[str]:
+    """Undo every ``attach`` (``ATLAS_NB_SANDBOX`` still applies); what was attached."""
+    with _lock:
+        gone = list(_attached)
+        _attached.clear()
+    return gone
 
 
 def start(**kwargs: Any) -> Sandbox:

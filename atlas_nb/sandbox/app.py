@@ -17,11 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .cloud import Api, Cloud, Message, Receive, Scope, Send
+from .cloud import Api, ASGIApp, Cloud, Message, Receive, Scope, Send
 from .contract import Contract, HttpExchange
 from .faults import Faults, Target, abort_connection
 
-__all__ = ["SandboxApp", "Stats"]
+__all__ = ["CONTROL_PREFIX", "SandboxApp", "Stats"]
+
+CONTROL_PREFIX = "/_control"
+"""Where the control API (``control_api.py``) is served; no cloud is named ``_control``."""
 
 
 class Stats:
@@ -112,8 +115,10 @@ class SandboxApp:
         *,
         validate: bool,
         report: Callable[[str], None],
+        control: ASGIApp | None = None,
     ) -> None:
         self.faults = faults
+        self.control = control  # served at CONTROL_PREFIX, before any cloud, never faulted
         self.stats = stats
         self.report = report
         self.mounts: list[_Mount] = []
@@ -142,6 +147,11 @@ class SandboxApp:
             return
         if scope["type"] != "http":
             return
+        if self.control is not None and _under(scope["path"], CONTROL_PREFIX):
+            path = scope["path"] if scope["path"] != CONTROL_PREFIX else CONTROL_PREFIX + "/"
+            root = scope.get("root_path", "") + CONTROL_PREFIX
+            await self.control({**scope, "path": path, "root_path": root}, receive, send)
+            return
         mount = self._find(scope["path"])
         if mount is None:
             await self._index(scope, send)
@@ -168,8 +178,14 @@ class SandboxApp:
                 messages = await self._serve(mount, child, receive, counting_send, capture=True)
                 status.clear()
                 await abort_connection(child, receive, send, _partial(messages))
+            elif decision.applied_status is not None:  # applied, then the answer is replaced
+                await self._serve(mount, child, receive, counting_send, capture=True)
+                status.clear()
+                response = mount.api.error(decision.applied_status, "injected fault after the "
+                                           "request was applied (sandbox fault injection)", None)
+                await response(child, receive, counting_send)
             elif isinstance(outcome, int):
-                extra = {"Retry-After": str(decision.retry_after_s)} if outcome == 429 else None
+                extra = decision.retry_after_headers
                 detail = (
                     "rate limit exceeded (sandbox fault injection)"
                     if outcome == 429
@@ -255,7 +271,9 @@ class SandboxApp:
             entry = apis.setdefault(m.provider, {"key": sandbox_key(m.provider), "apis": {}})
             entry["apis"][m.api.name] = m.prefix
         found = scope["path"] in {"/", ""}
-        body = {"sandbox": "atlas_nb", "clouds": apis}
+        body: dict[str, Any] = {"sandbox": "atlas_nb", "clouds": apis}
+        if self.control is not None:
+            body["control"] = CONTROL_PREFIX
         if not found:
             body = {"error": f"no sandbox API at {scope['path']}", **body}
         payload = json.dumps(body).encode()
@@ -270,6 +288,10 @@ class SandboxApp:
             }
         )
         await send({"type": "http.response.body", "body": payload})
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
 
 
 def _query(scope: Scope) -> list[tuple[str, str]]:

@@ -1,9 +1,10 @@
 """What every emulated cloud shares: the Cloud/Api shapes, the clock, auth and JSON.
 
-A cloud is one module with a class that takes a ``CloudContext`` and offers its
+A cloud is one package with a class that takes a ``CloudContext`` and offers its
 APIs as ``Api`` objects; the sandbox mounts each at ``S/{cloud.name}/{api.name}``
-(see ``registry.py``). Everything time-dependent reads ``ctx.clock`` so tests can
-inject a ``ManualClock`` and step through lifecycles without sleeping.
+(``registry.py`` finds the classes through the provider registry). Everything
+time-dependent reads ``ctx.clock`` so tests can inject a ``ManualClock`` and step
+through lifecycles without sleeping.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
+
+from .capacity import Capacity
 
 __all__ = [
     "ASGIApp",
@@ -93,6 +96,8 @@ class CloudContext:
         options: this cloud's own options (``Sandbox(options={"runpod": {...}})``).
         closing: set when the sandbox shuts down; long waits watch it.
         report: records a contract/policy violation (a readable string).
+        capacity: the sandbox's GPU stock overrides (``capacity.py``); a cloud asks
+            ``capacity.allows(...)`` where it decides stock and ``take(...)`` on a create.
     """
 
     clock: Clock = field(default_factory=SystemClock)
@@ -102,6 +107,7 @@ class CloudContext:
     options: Mapping[str, Any] = field(default_factory=dict)
     closing: threading.Event = field(default_factory=threading.Event)
     report: Callable[[str], None] = field(default=lambda _message: None)
+    capacity: Capacity = field(default_factory=Capacity)
 
     def rng(self, stream: str) -> random.Random:
         """A private, seeded random stream (one per purpose keeps sequences stable)."""

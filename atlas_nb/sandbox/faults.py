@@ -15,8 +15,18 @@ Outcomes, checked in this order against one uniform draw per rule: ``drop_rate``
 (the connection closes before the request reaches the cloud), ``lost_response_rate``
 (the request is fully applied, then the connection dies before the client has its
 answer: "the create succeeded but the response was lost"), ``rate_limit_429``
-(a 429 with ``Retry-After``), then ``error_rate`` per status. ``latency_ms`` is
-added (with ``asyncio.sleep``, so other requests proceed) to every matching request.
+(a 429 with ``Retry-After: retry_after_s``; ``retry_after_s=None`` leaves the header
+out, as Cloudflare-fronted APIs do), then ``error_rate`` per status, then
+``applied_error_rate`` per status (the request is applied, then the answer is
+replaced by that error: "the pod was made but the gateway said 502"). ``latency_ms``
+is added (with ``asyncio.sleep``, so other requests proceed) to every matching request.
+
+A script instead of chances: ``sequence=[...]`` gives the outcome of each matching
+request in turn, then the rule is spent. An entry is ``"pass"`` (or ``None``: serve
+normally), ``"drop"``, ``"lost"``, an HTTP status (refused, nothing applied) or
+``"applied:<status>"`` (applied, then answered with that status). ``count`` (alias
+``times``) limits how many requests any rule applies to. Every parameter is plain
+data (``rule.to_dict()``), so a rule can be sent over the wire and rebuilt.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import fnmatch
 import random
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +44,9 @@ import httpx
 
 from .cloud import Message, Receive, Scope
 
-__all__ = ["ConnectionAborted", "Decision", "FaultRule", "Faults", "Target", "abort_connection"]
+__all__ = [
+    "ConnectionAborted", "Decision", "FaultRule", "Faults", "Outcome", "Target", "abort_connection",
+]
 
 
 class ConnectionAborted(httpx.RemoteProtocolError):
@@ -56,8 +68,46 @@ class Decision:
     """What to do to one request."""
 
     latency_s: float = 0.0
-    outcome: str | int | None = None  # "drop", "lost", or an HTTP status
-    retry_after_s: int = 1
+    outcome: str | int | None = None  # "drop", "lost", "applied:<status>" or an HTTP status
+    retry_after_s: int | None = 1  # None: an injected 429 carries no Retry-After
+
+    @property
+    def retry_after_headers(self) -> dict[str, str] | None:
+        """The extra headers of an injected 429 (``None`` for any other outcome)."""
+        if self.outcome != 429 or self.retry_after_s is None:
+            return None
+        return {"Retry-After": str(self.retry_after_s)}
+
+    @property
+    def applied_status(self) -> int | None:
+        """For ``"applied:<status>"``: the status that replaces the cloud's answer."""
+        if isinstance(self.outcome, str) and self.outcome.startswith("applied:"):
+            return int(self.outcome.partition(":")[2])
+        return None
+
+
+Outcome = str | int | None
+"""A scripted outcome: ``"pass"``/``None``, ``"drop"``, ``"lost"``, a status, ``"applied:<s>"``."""
+
+
+def _check_status(status: Any, what: str) -> int:
+    if isinstance(status, bool) or not isinstance(status, int | str) \
+            or not str(status).isdigit() or not 400 <= int(status) <= 599:
+        raise ValueError(f"{what}: only HTTP error statuses (400-599), not {status!r}")
+    return int(status)
+
+
+def _check_outcome(outcome: Outcome) -> str | int | None:
+    """The normal form of one ``sequence`` entry (``None`` for "serve normally")."""
+    if outcome is None or outcome == "pass":
+        return None
+    if outcome in ("drop", "lost"):
+        return outcome
+    if isinstance(outcome, str) and outcome.startswith("applied:"):
+        return f"applied:{_check_status(outcome.partition(':')[2], 'applied')}"
+    if isinstance(outcome, bool):
+        raise ValueError(f"not a fault outcome: {outcome!r}")
+    return _check_status(outcome, "sequence")
 
 
 def _parse_route(route: str) -> tuple[str, str, str]:
@@ -93,25 +143,37 @@ class FaultRule:
         latency_ms: float = 0.0,
         error_rate: Mapping[int, float] | None = None,
         rate_limit_429: float = 0.0,
-        retry_after_s: int = 1,
+        retry_after_s: int | None = 1,
         drop_rate: float = 0.0,
         lost_response_rate: float = 0.0,
+        applied_error_rate: Mapping[int, float] | None = None,
+        sequence: Sequence[Outcome] | None = None,
         seed: int | str | None = None,
         count: int | None = None,
     ) -> None:
-        errors = dict(error_rate or {})
-        for status in errors:
-            if not 400 <= int(status) <= 599:
-                raise ValueError(f"error_rate keys are HTTP error statuses, not {status!r}")
-        rates = [drop_rate, lost_response_rate, rate_limit_429, *errors.values()]
+        errors = {_check_status(s, "error_rate"): float(r) for s, r in (error_rate or {}).items()}
+        applied = {_check_status(s, "applied_error_rate"): float(r)
+                   for s, r in (applied_error_rate or {}).items()}
+        if count is not None and count < 0:
+            raise ValueError("count must be >= 0")
+        script = None if sequence is None else [_check_outcome(o) for o in sequence]
+        rates = [drop_rate, lost_response_rate, rate_limit_429, *errors.values(),
+                 *applied.values()]
         if any(r < 0 for r in rates) or sum(rates) > 1.0 + 1e-9:
             raise ValueError("fault rates must be >= 0 and add up to at most 1.0")
-        if latency_ms < 0 or retry_after_s < 0:
+        if latency_ms < 0 or (retry_after_s is not None and retry_after_s < 0):
             raise ValueError("latency_ms and retry_after_s must be >= 0")
         self.route = route
         self.latency_ms = float(latency_ms)
-        self.retry_after_s = int(retry_after_s)
-        self.count = count
+        self.retry_after_s = None if retry_after_s is None else int(retry_after_s)
+        self.count = count if script is None or count is not None else len(script)
+        self.sequence = script
+        self.seed = seed
+        self._rates: dict[str, Any] = {
+            "error_rate": errors, "rate_limit_429": float(rate_limit_429),
+            "drop_rate": float(drop_rate), "lost_response_rate": float(lost_response_rate),
+            "applied_error_rate": applied,
+        }
         self.matched = 0
         self.injected: Counter[str | int] = Counter()
         self._scope, self._method, self._path = _parse_route(route)
@@ -121,7 +183,8 @@ class FaultRule:
             ("drop", drop_rate),
             ("lost", lost_response_rate),
             (429, rate_limit_429),
-            *sorted((int(s), r) for s, r in errors.items()),
+            *sorted(errors.items()),
+            *sorted((f"applied:{s}", r) for s, r in applied.items()),
         ]
         for outcome, rate in steps:
             if rate > 0:
@@ -150,6 +213,12 @@ class FaultRule:
             self.matched += 1
             u = self._rng.random()
             outcome: str | int | None = None
+            if self.sequence is not None:
+                index = self.matched - 1
+                outcome = self.sequence[index] if index < len(self.sequence) else None
+                if outcome is not None:
+                    self.injected[outcome] += 1
+                return outcome
             for edge, candidate in self._ladder:
                 if u < edge:
                     outcome = candidate
@@ -166,6 +235,23 @@ class FaultRule:
     def clear(self) -> None:
         """Remove this rule."""
         self._owner.remove(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rule's parameters as plain JSON data (``Faults(**...)`` rebuilds it)."""
+        rates = self._rates
+        return {
+            "route": self.route,
+            "latency_ms": self.latency_ms,
+            "error_rate": {str(k): v for k, v in rates["error_rate"].items()},
+            "rate_limit_429": rates["rate_limit_429"],
+            "retry_after_s": self.retry_after_s,
+            "drop_rate": rates["drop_rate"],
+            "lost_response_rate": rates["lost_response_rate"],
+            "applied_error_rate": {str(k): v for k, v in rates["applied_error_rate"].items()},
+            "sequence": list(self.sequence) if self.sequence is not None else None,
+            "seed": self.seed,
+            "count": self.count,
+        }
 
 
 class Faults:
@@ -184,17 +270,24 @@ class Faults:
         latency_ms: float = 0.0,
         error_rate: Mapping[int, float] | None = None,
         rate_limit_429: float = 0.0,
-        retry_after_s: int = 1,
+        retry_after_s: int | None = 1,
         drop_rate: float = 0.0,
         lost_response_rate: float = 0.0,
+        applied_error_rate: Mapping[int, float] | None = None,
+        sequence: Sequence[Outcome] | None = None,
         seed: int | str | None = None,
         count: int | None = None,
+        times: int | None = None,
     ) -> FaultRule:
         """Add a rule (see the module docstring) and return it; ``rule.clear()`` removes it.
 
         Without a ``seed`` the rule is still deterministic: its stream is derived from
-        the sandbox seed and the rule's position.
+        the sandbox seed and the rule's position. ``times`` is ``count`` by another name.
         """
+        if times is not None:
+            if count is not None and count != times:
+                raise ValueError("pass count or times, not both")
+            count = times
         with self._lock:
             self._made += 1
             rule = FaultRule(
@@ -206,6 +299,8 @@ class Faults:
                 retry_after_s=retry_after_s,
                 drop_rate=drop_rate,
                 lost_response_rate=lost_response_rate,
+                applied_error_rate=applied_error_rate,
+                sequence=sequence,
                 seed=f"{self._seed}:{self._made}:{route}" if seed is None else seed,
                 count=count,
             )
@@ -233,7 +328,7 @@ class Faults:
         """Latency adds up over matching rules; the first rule with an outcome wins."""
         latency = 0.0
         outcome: str | int | None = None
-        retry_after = 1
+        retry_after: int | None = 1
         for rule in self.rules:
             if not rule.matches(target) or rule.exhausted:
                 continue

@@ -23,13 +23,17 @@ import httpx
 
 from . import attach, detach, sandbox_key
 from .app import SandboxApp, Stats
+from .capacity import Capacity
 from .cloud import Clock, Cloud, CloudContext, SystemClock
 from .contract import available as contract_available
+from .control_api import build_control_app
 from .faults import Faults
 from .inprocess import InProcessTransport, LoopThread
-from .registry import CLOUDS, load
+from .registry import clouds as cloud_table
+from .registry import load
 
 if TYPE_CHECKING:
+    from .control import Control
     from .runpod import RunPodCloud
 
 __all__ = ["INPROCESS_URL", "Sandbox"]
@@ -59,6 +63,8 @@ class Sandbox:
         url: the base URL (``http://127.0.0.1:PORT``); APIs live at ``url/{cloud}/{api}``.
         keys: the API key each cloud accepts (``sandbox-{cloud}-key``; not secrets).
         faults: the fault injector; ``sb.faults("POST /v2/pods", drop_rate=0.5)``.
+        capacity: GPU stock overrides per cloud; ``sb.capacity.set("runpod", "h100", 0)``.
+        clock: the time source; a ``ManualClock`` can also be moved over HTTP.
         asgi_app: the combined ASGI app, for any ASGI host.
     """
 
@@ -91,9 +97,12 @@ class Sandbox:
         self._violations: list[str] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        names = list(clouds) if clouds is not None else list(CLOUDS)
-        classes = {name: load(name) for name in names}  # fail on a bad name before building any
+        table = cloud_table()
+        names = list(clouds) if clouds is not None else list(table)
+        # fail on a bad name before building any
+        classes = {name: load(name, table) for name in names}
         options = options or {}
+        self.capacity = Capacity()
         self.clouds: dict[str, Cloud] = {}
         for name, cls in classes.items():
             ctx = CloudContext(
@@ -104,6 +113,7 @@ class Sandbox:
                 options=dict(options.get(name, {})),
                 closing=self._closing,
                 report=self._report,
+                capacity=self.capacity,
             )
             self.clouds[name] = cls(ctx)
         self.faults = Faults(seed)
@@ -114,6 +124,7 @@ class Sandbox:
             self._stats,
             validate=self.validate,
             report=self._report,
+            control=build_control_app(self),
         )
         self.url = INPROCESS_URL
         self._server: Any = None
@@ -176,6 +187,14 @@ class Sandbox:
             loop = self._loop
         kwargs.setdefault("base_url", self.url)
         return httpx.Client(transport=InProcessTransport(self.asgi_app, loop), **kwargs)
+
+    def control(self, **kwargs: Any) -> Control:
+        """A ``control.Control`` for this sandbox (over ``client()``, so in-process too).
+
+        The same client a test in another process builds with ``Control(url)``."""
+        from .control import Control
+
+        return Control(self.url, http=self.client(**kwargs))
 
     def start(self) -> Sandbox:
         """Serve (unless ``start_server=False``) and attach; returns ``self``."""

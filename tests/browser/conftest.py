@@ -48,7 +48,7 @@ import httpx
 import pytest
 
 from atlas_nb import sandbox as sandbox_link
-from atlas_nb.config import API_KEY_ENV
+from atlas_nb.providers import facts, names
 
 CHROMIUM = Path(os.environ.get("ATLAS_NB_CHROMIUM", "/usr/bin/chromium"))  # Debian's
 CHROMIUM_ARGS = [
@@ -183,7 +183,7 @@ class Lab:
 
 def _lab_env(home: Path, sandbox_url: str) -> dict[str, str]:
     """The server's (and so its kernels') environment: private dirs, the sandbox, no keys."""
-    keys = {var for names in API_KEY_ENV.values() for var in names}
+    keys = {var for name in names() for var in facts(name).key_env}
     env = {k: v for k, v in os.environ.items()
            if k not in keys and not k.startswith(("ATLAS_NB_", "JUPYTER", "IPYTHON"))}
     dirs = {

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import atlas_nb as atlas
-from atlas_nb.facade import ALL_PROVIDERS
+from atlas_nb.facade import all_providers
 
 pytestmark = pytest.mark.browser
 
@@ -19,7 +19,7 @@ def offers_by_gpu() -> dict[str, list[tuple[float, str]]]:
     """Canonical GPU -> ``(price_per_hour, provider)`` of every priced offer, from the core
     API (not the notebook layer the panel is built on)."""
     offers: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    for provider in ALL_PROVIDERS:
+    for provider in all_providers():
         for g in atlas.list_gpu_types(provider=provider):
             if g.canonical and g.price_per_hour is not None:
                 offers[g.canonical].append((g.price_per_hour, g.provider))

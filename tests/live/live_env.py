@@ -33,12 +33,12 @@ class LiveProvider:
 
 
 PROVIDERS: dict[str, LiveProvider] = {
-    "runpod": LiveProvider("runpod", "RUNPOD", config.API_KEY_ENV["runpod"],
+    "runpod": LiveProvider("runpod", "RUNPOD", config.api_key_env("runpod"),
                            optional=("ATLAS_NB_LIVE_RUNPOD_ENDPOINT",)),
-    "lambda_labs": LiveProvider("lambda_labs", "LAMBDA", config.API_KEY_ENV["lambda_labs"],
+    "lambda_labs": LiveProvider("lambda_labs", "LAMBDA", config.api_key_env("lambda_labs"),
                                 required=("ATLAS_NB_LIVE_LAMBDA_SSH_KEY",)),
-    "vast": LiveProvider("vast", "VAST", config.API_KEY_ENV["vast"]),
-    "fly": LiveProvider("fly", "FLY", config.API_KEY_ENV["fly"],
+    "vast": LiveProvider("vast", "VAST", config.api_key_env("vast")),
+    "fly": LiveProvider("fly", "FLY", config.api_key_env("fly"),
                         required=("ATLAS_NB_LIVE_FLY_APP",)),
 }
 

@@ -18,6 +18,7 @@ from test_live_conformance import SPAWN
 
 from atlas_nb import config
 from atlas_nb.models import ComputeRequest
+from atlas_nb.providers import names
 from atlas_nb.testing import ProviderConformance
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +30,7 @@ SUITE_TESTS = len([n for n in dir(ProviderConformance) if n.startswith("test_")]
 def _pytest(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith("ATLAS_NB_LIVE_")
-             and k not in {var for names in config.API_KEY_ENV.values() for var in names}}
+             and k not in {var for name in names() for var in config.api_key_env(name)}}
     return subprocess.run(
         [sys.executable, "-m", "pytest", LIVE_MODULE, "-p", "no:cacheprovider", "-q", *args],
         cwd=REPO, env={**clean, **(env or {})}, capture_output=True, text=True, timeout=120,

@@ -82,7 +82,7 @@ def test_config_trait_listing_shows_the_settings(ip) -> None:
 def test_question_mark_help_lists_every_subcommand(ip) -> None:
     with capture_output() as cap:
         ip.run_cell("%atlas?")
-    from atlas_nb.notebook.parsers import SUBCOMMANDS
+    from atlas_nb.notebook.commands import SUBCOMMANDS
 
     for sub in SUBCOMMANDS:
         assert sub in cap.stdout

@@ -6,8 +6,8 @@ import pytest
 from IPython.core.error import UsageError
 
 from atlas_nb.notebook import keyguard
+from atlas_nb.notebook.commands import SUBCOMMANDS, parse
 from atlas_nb.notebook.expand import expand, parse_body
-from atlas_nb.notebook.parsers import SUBCOMMANDS, parse
 
 
 class Thing:

@@ -1,45 +1,35 @@
-"""Subcommand handlers, one module per area, imported only when a subcommand first runs.
+"""The ``%atlas`` subcommands, one module per area; each subcommand's parser sits beside
+its handler, registered once with ``@command`` (see ``registry``).
 
-A handler is ``fn(call: Call) -> Any``; its return value is what the cell displays.
+A handler is ``fn(call: Call) -> Any``; its return value is what the cell displays. The
+modules import their heavy dependencies (the facade, pandas, widgets) inside the handlers,
+so loading them to learn the subcommands keeps ``%load_ext`` fast.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from typing import Any
+# Imported for their @command registrations; the overview order is SUBCOMMANDS's.
+from . import account, catalog, compute, fly, jobs  # noqa: F401
+from .registry import (
+    SUBCOMMANDS,
+    Handler,
+    HelpShown,
+    UsageParser,
+    command,
+    handler_for,
+    overview,
+    parse,
+    parser_for,
+)
 
-from ..call import Call
-from ..parsers import parser_for
-
-__all__ = ["HANDLERS", "handler_for"]
-
-HANDLERS: dict[str, str] = {
-    "providers": "account:providers",
-    "login": "account:login",
-    "doctor": "account:doctor",
-    "sandbox": "account:sandbox",
-    "gpus": "catalog:gpus",
-    "spawn": "compute:spawn",
-    "ls": "compute:ls",
-    "touch": "compute:touch",
-    "stop": "compute:stop",
-    "start": "compute:start",
-    "terminate": "compute:terminate",
-    "dashboard": "compute:dashboard",
-    "reap": "compute:reap",
-    "run": "jobs:run",
-    "stream": "jobs:stream",
-    "jobs": "jobs:jobs",
-    "logs": "fly:logs",
-    "deploy": "fly:deploy",
-}
-"""Subcommand -> ``module:function`` in this package."""
-
-
-def handler_for(sub: str) -> Callable[[Call], Any]:
-    """The handler of ``sub`` (``UsageError`` for an unknown subcommand)."""
-    parser_for(sub)  # validates the name with a helpful message
-    module, _, name = HANDLERS[sub].partition(":")
-    fn: Callable[[Call], Any] = getattr(importlib.import_module(f".{module}", __name__), name)
-    return fn
+__all__ = [
+    "SUBCOMMANDS",
+    "Handler",
+    "HelpShown",
+    "UsageParser",
+    "command",
+    "handler_for",
+    "overview",
+    "parse",
+    "parser_for",
+]

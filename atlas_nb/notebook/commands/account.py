@@ -2,31 +2,40 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ... import config
 from ...errors import AtlasError
-from ..call import Call
+from .options import out_option
+from .registry import command
+
+if TYPE_CHECKING:
+    from ..call import Call
 
 __all__ = ["doctor", "login", "providers", "sandbox", "save_key"]
-
-_PROVIDERS = ("runpod", "lambda_labs", "vast", "fly", "mock")
 
 
 def _note(text: str) -> None:
     print(text, file=sys.stderr)  # noqa: T201 - a side note next to the result
 
 
+@command("providers", help="providers, capabilities, where each key comes from",
+         description="Every provider, its capabilities and where its key comes from (never "
+                     "the key itself).",
+         args=out_option)
 def providers(call: Call) -> Any:
     """Every provider: capabilities, where its key would come from, and whether it loads."""
     import pandas as pd
 
     from ... import facade
+    from ...providers import names
 
+    keyed = names(keyed=True)
     rows = []
-    for name in _PROVIDERS:
+    for name in names():
         try:
             caps = ", ".join(sorted(facade.capabilities(name)))
             status = "ok"
@@ -34,7 +43,7 @@ def providers(call: Call) -> Any:
             caps, status = "", f"unavailable: {exc}"
         except ImportError as exc:  # a provider module not installed/finished
             caps, status = "", f"unavailable: {type(exc).__name__}"
-        source = "not needed" if name == "mock" else (config.key_source(name) or "missing")
+        source = (config.key_source(name) or "missing") if name in keyed else "not needed"
         rows.append((name, source, caps, status))
     return pd.DataFrame.from_records(rows, columns=["provider", "key", "capabilities", "status"])
 
@@ -46,16 +55,29 @@ def _check_provider(name: str) -> str:
     return str(getattr(cls, "name", name))
 
 
+def _login_args(p: argparse.ArgumentParser) -> None:
+    from ...providers import names
+
+    *rest, last = names(keyed=True)
+    p.add_argument("provider", metavar="PROVIDER",
+                   help=f"{', '.join(rest)} or {last}" if rest else last)
+    p.add_argument("--save", action="store_true",
+                   help="also write the key to the config file (mode 0600)")
+    p.add_argument("--forget", action="store_true",
+                   help="drop the in-memory key (and the saved one with --save)")
+
+
+@command("login", help="type a provider key at a hidden prompt (--save to keep it)",
+         description="Type a provider's API key at a hidden prompt (getpass). It is kept in "
+                     "memory for this kernel, or written to the config file with --save. "
+                     "Never put a key on the magic line: IPython history keeps every line.",
+         args=_login_args)
 def login(call: Call) -> None:
     """Read a key at a hidden prompt; keep it in memory, and in the config file with --save."""
     args = call.args
     name = _check_provider(args.provider)
     if args.forget:
         config.set_session_key(name, None)
-        if name == "fly":
-            from ...fly import tokens
-
-            tokens.clear_manual(None)
         if args.save:
             removed = save_key(name, None)
             _note(f"{name}: key forgotten (also removed from {config.config_path()})"
@@ -68,11 +90,9 @@ def login(call: Call) -> None:
     if not key:
         _note(f"{name}: no key entered; nothing changed")
         return None
+    # Written once: Fly's logs, deploys and machines all read the session key through
+    # the one Fly token chain (atlas_nb.fly.tokens), so nothing else needs it.
     config.set_session_key(name, key)
-    if name == "fly":  # Fly's logs and deploys resolve tokens through their own chain
-        from ...fly import tokens
-
-        tokens.set_manual(None, key)
     where = "kept in memory for this kernel"
     if args.save:
         path = save_key(name, key)
@@ -117,6 +137,10 @@ def save_key(provider: str, key: str | None) -> Any:
     return path if key is not None else True
 
 
+@command("doctor", help="versions, config, keys present",
+         description="Versions (and an ipywidgets/jupyterlab_widgets mismatch), the config "
+                     "file, the sandbox and which keys are present.",
+         args=out_option)
 def doctor(call: Call) -> Any:
     """Versions, widget packages, the config file, the sandbox and the keys present."""
     from ...doctor import diagnose
@@ -124,6 +148,15 @@ def doctor(call: Call) -> Any:
     return diagnose()
 
 
+def _sandbox_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("on", "off", "status"), nargs="?", default="status")
+    p.add_argument("--url", metavar="URL", help="attach to a sandbox already running there")
+
+
+@command("sandbox", help="use the local emulated clouds: on | off | status",
+         description="Point this kernel at the local emulated clouds (no account needed), or "
+                     "back at the real ones.",
+         args=_sandbox_args)
 def sandbox(call: Call) -> None:
     """``on`` starts (or with --url attaches to) a sandbox; ``off`` stops or detaches it."""
     from ... import sandbox as sandbox_link

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ... import facade
 from ...errors import AtlasError, UnknownError, ValidationError
-from ...models import Compute, ComputeRequest
 from .. import tracking
-from ..call import Call, Lines, Result
-from ..catalog_cache import provider_names
+from .options import out_option, provider_option
+from .registry import command
+
+if TYPE_CHECKING:  # the models load pydantic, the facade httpx: only when a handler runs
+    from ...models import Compute
+    from ..call import Call
 
 __all__ = ["dashboard", "ls", "reap", "spawn", "start", "stop", "terminate", "touch"]
 
@@ -41,6 +44,8 @@ def _ttl_ms(minutes: float | None) -> int | None:
 
 
 def _spec(call: Call) -> dict[str, Any]:
+    from ...models import ComputeRequest
+
     body = call.body()
     if body is None:
         return {}
@@ -52,8 +57,38 @@ def _spec(call: Call) -> dict[str, Any]:
     return dict(body)
 
 
+def _spawn_args(p: argparse.ArgumentParser) -> None:
+    provider_option(p)
+    p.add_argument("--gpu", "-g", metavar="G", help="canonical GPU name; 'cpu' for none")
+    p.add_argument("--gpu-count", type=int, metavar="N")
+    p.add_argument("--image", "-i", metavar="IMAGE")
+    p.add_argument("--port", action="append", metavar="PORT",
+                   help="8000/http or 22/tcp (repeatable)")
+    p.add_argument("--auth", choices=("none", "bearer", "signed_url"))
+    p.add_argument("--idle-ttl", type=float, metavar="MIN",
+                   help="terminate after MIN idle minutes (default AtlasMagics.idle_ttl)")
+    p.add_argument("--name", metavar="NAME")
+    p.add_argument("--spot", action="store_true", default=None)
+    p.add_argument("--max-price", type=float, metavar="USD", help="cap in $/h")
+    p.add_argument("--region", action="append", metavar="R", help="region hint (repeatable)")
+    p.add_argument("--untracked", action="store_true",
+                   help="plain spawn: no idle TTL and not terminated with the kernel")
+    p.add_argument("--no-wait", action="store_true", help="return before it is ready")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                   help="seconds to wait until ready (default 600)")
+    p.add_argument("--panel", action="store_true", help="open the SpawnPanel instead")
+    out_option(p)
+
+
+@command("spawn", help="spawn a tracked compute (flags or a YAML/JSON cell)",
+         description="Spawn a compute, tracked by the orchestrator (idle TTL, terminated with "
+                     "the kernel). Flags, or a YAML/JSON spec (or $var) in the cell body; "
+                     "flags win over the body.",
+         args=_spawn_args)
 def spawn(call: Call) -> Any:
     """Spawn (tracked unless --untracked), wait until ready, return the ``Compute``."""
+    from ... import facade
+
     args = call.args
     if args.panel:
         from ..widgets.spawn_panel import SpawnPanel
@@ -104,6 +139,8 @@ def spawn(call: Call) -> Any:
 def _refs(values: Iterable[Any], provider: str | None) -> list[tuple[str, str | None]]:
     """``(id, provider)`` pairs from ids, ``Compute``s, tracked snapshots, dicts, lists
     or an ``ls`` DataFrame."""
+    from ...models import Compute
+
     out: list[tuple[str, str | None]] = []
     for value in values:
         if isinstance(value, str):
@@ -136,6 +173,14 @@ def _resolve(call: Call) -> list[tuple[str, str | None, bool]]:
     return out
 
 
+def _ids_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ids", nargs="+", metavar="ID", help="compute id (or a $compute)")
+    provider_option(p)
+    out_option(p)
+
+
+@command("touch", help="reset the idle timer of tracked computes",
+         description="Mark tracked computes active (resets the idle timer).", args=_ids_args)
 def touch(call: Call) -> None:
     """Reset the idle clock of tracked computes."""
     for cid, _, is_tracked in _resolve(call):
@@ -147,6 +192,8 @@ def touch(call: Call) -> None:
 
 
 def _each(call: Call, verb: str) -> Any:
+    from ... import facade
+
     results: list[Compute] = []
     for cid, prov, _ in _resolve(call):
         fn = facade.stop if verb == "stop" else facade.start
@@ -155,18 +202,27 @@ def _each(call: Call, verb: str) -> Any:
     return results[0] if len(results) == 1 else results
 
 
+@command("stop", help="stop computes (keep the disk)",
+         description="Stop computes, keeping their disks (stop_start providers).",
+         args=_ids_args)
 def stop(call: Call) -> Any:
     """Stop computes (disks kept); tracked ones stay tracked."""
     return _each(call, "stop")
 
 
+@command("start", help="start stopped computes", description="Start stopped computes.",
+         args=_ids_args)
 def start(call: Call) -> Any:
     """Start stopped computes."""
     return _each(call, "start")
 
 
+@command("terminate", help="terminate computes",
+         description="Terminate computes for good (idempotent).", args=_ids_args)
 def terminate(call: Call) -> None:
     """Terminate computes; tracked ones through the orchestrator (which stops tracking)."""
+    from ... import facade
+
     for cid, prov, is_tracked in _resolve(call):
         if is_tracked:
             tracking.stop_tracked(cid)
@@ -176,6 +232,8 @@ def terminate(call: Call) -> None:
 
 
 def _list_all(names: list[str], status: str | None) -> tuple[list[Compute], dict[str, str]]:
+    from ... import facade
+
     def one(name: str) -> list[Compute]:
         return facade.list_compute(provider=name, status=status)
 
@@ -195,11 +253,23 @@ def _list_all(names: list[str], status: str | None) -> tuple[list[Compute], dict
     return computes, failures
 
 
+def _ls_args(p: argparse.ArgumentParser) -> None:
+    provider_option(p, many=True)
+    p.add_argument("--status", metavar="S", help="running, stopped, provisioning, ...")
+    p.add_argument("--tracked", action="store_true", help="only computes this kernel tracks")
+    out_option(p)
+
+
+@command("ls", help="computes with status, $/h, accrued $, idle time",
+         description="Computes in your accounts: tracked ones first, with their $/h, accrued "
+                     "$ and idle time.",
+         args=_ls_args)
 def ls(call: Call) -> Any:
     """Computes across providers, tracked first, with $/h, accrued $ and idle time."""
     from ... import config
-    from ...facade import ALL_PROVIDERS
+    from ...facade import all_providers
     from .. import frames
+    from ..catalog_cache import provider_names
 
     args = call.args
     snaps = tracking.tracked()
@@ -207,7 +277,7 @@ def ls(call: Call) -> Any:
         names = provider_names(args.provider)
     else:
         default = default_provider(call)
-        names = [default] if default else [p for p in ALL_PROVIDERS if config.key_source(p)]
+        names = [default] if default else [p for p in all_providers() if config.key_source(p)]
         names = list(dict.fromkeys([*names, *(t.provider for t in snaps)]))
     if not names:
         raise call.usage("no provider to list: pass --provider P, set "
@@ -218,6 +288,18 @@ def ls(call: Call) -> Any:
     return frames.ls(computes, tracked=snaps, status=args.status, tracked_only=args.tracked)
 
 
+def _dashboard_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-destructive-actions", action="store_true",
+                   help="show Stop and Terminate buttons (each asks to confirm)")
+    p.add_argument("--refresh", type=float, metavar="S",
+                   help="seconds between refreshes (default AtlasMagics.refresh_interval)")
+    out_option(p)
+
+
+@command("dashboard", help="live table of tracked computes",
+         description="Live table of tracked computes: status, $/h, accrued $, idle time; "
+                     "Touch (and Stop/Terminate when allowed).",
+         args=_dashboard_args)
 def dashboard(call: Call) -> Any:
     """The live Dashboard of tracked computes."""
     from ..widgets.dashboard import Dashboard
@@ -227,8 +309,21 @@ def dashboard(call: Call) -> Any:
                      refresh_interval=interval)
 
 
+def _reap_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="only report what would be done")
+    provider_option(p, many=True)
+    out_option(p)
+
+
+@command("reap", help="terminate orphaned atlas computes (--dry-run)",
+         description="Terminate atlas-named computes that no live session tracks (orphans "
+                     "of dead kernels). Never touches other resources.",
+         args=_reap_args)
 def reap(call: Call) -> Any:
     """Terminate orphaned atlas computes (or, with --dry-run, say what would be)."""
+    from ..call import Lines, Result
+    from ..catalog_cache import provider_names
+
     names = provider_names(call.args.provider) if call.args.provider else None
     report = tracking.reap(call.args.dry_run, names)
     return Result(report, Lines(report.lines()))

@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import queue
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import ProviderError
-from ..call import Call, Result
+from .options import out_option
+from .registry import command
+
+if TYPE_CHECKING:
+    from ..call import Call
 
 __all__ = ["deploy", "logs"]
 
 
+def _logs_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("app", metavar="APP")
+    p.add_argument("--region", metavar="R")
+    p.add_argument("--instance", metavar="ID")
+    p.add_argument("--level", metavar="L", help="minimum level shown, e.g. warn")
+    p.add_argument("--grep", metavar="TEXT", help="only lines containing TEXT")
+    p.add_argument("--lines", type=int, default=1000, metavar="N",
+                   help="ring buffer size (default 1000)")
+    p.add_argument("--no-follow", action="store_true",
+                   help="print what arrives within --wait seconds, then stop")
+    p.add_argument("--wait", type=float, default=3.0, metavar="S")
+    out_option(p)
+
+
+@command("logs", help="live Fly.io app logs",
+         description="Live Fly.io app logs in a LogTail panel (bounded ring buffer, "
+                     "pause/resume, filters), or the latest lines with --no-follow.",
+         args=_logs_args)
 def logs(call: Call) -> Any:
     """A live ``LogTail`` panel, or with --no-follow a DataFrame of what arrives."""
     args = call.args
@@ -38,6 +61,19 @@ def logs(call: Call) -> Any:
         rows, columns=["timestamp", "level", "region", "instance", "message"])
 
 
+def _deploy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("app_dir", metavar="APP_DIR", help="the folder holding fly.toml")
+    p.add_argument("--project", metavar="PATH", default=".",
+                   help="project root APP_DIR must stay inside (default: cwd)")
+    p.add_argument("--ticket", metavar="ID", help="deploy id to follow it by (default: new)")
+    p.add_argument("--background", action="store_true",
+                   help="return at once with a panel following the deploy")
+    out_option(p)
+
+
+@command("deploy", help="fly deploy with streamed output",
+         description="Run `fly deploy --remote-only` for an app folder and stream its output.",
+         args=_deploy_args)
 def deploy(call: Call) -> Any:
     """Run ``fly deploy --remote-only``, printing its output; the cell fails if it does.
 
@@ -45,6 +81,7 @@ def deploy(call: Call) -> Any:
     follows it and the cell returns at once.
     """
     from ...fly import Deployment
+    from ..call import Result
 
     args = call.args
     deployment = Deployment(args.project, args.app_dir, args.ticket)

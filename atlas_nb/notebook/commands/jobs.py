@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ... import facade
 from ...errors import AtlasError, ProviderError, Timeout
-from ...models import Job
-from .. import frames
-from ..call import Call
-from ..joblog import JOBS
+from .options import out_option, provider_option
+from .registry import command
+
+if TYPE_CHECKING:  # the models load pydantic, the facade httpx: only when a handler runs
+    from ...models import Job
+    from ..call import Call
 
 __all__ = ["jobs", "run", "stream", "wait_job"]
 
@@ -38,6 +40,9 @@ def wait_job(job: Job, *, timeout_s: float | None, poll: tuple[float, float] = _
              clock: Callable[[], float] = time.monotonic) -> Job:
     """Poll until ``job`` is done; Ctrl-C cancels it remotely, ``Timeout`` at the deadline
     (the job keeps running then)."""
+    from ... import facade
+    from ..joblog import JOBS
+
     deadline = None if timeout_s is None else clock() + timeout_s
     delay = poll[0]
     try:
@@ -65,8 +70,29 @@ def _fail_if_unsuccessful(job: Job) -> None:
                             provider=job.provider)
 
 
+def _run_args(p: argparse.ArgumentParser) -> None:
+    provider_option(p)
+    p.add_argument("--endpoint", "-e", required=True, metavar="EP")
+    p.add_argument("input", nargs="?", metavar="INPUT",
+                   help="the input as $var, when there is no cell body")
+    p.add_argument("--sync", action="store_true", help="wait for the result")
+    p.add_argument("--timeout", type=float, metavar="S", help="with --sync: give up after S s")
+    p.add_argument("--stream", action="store_true",
+                   help="stream the output into a live DataFrame")
+    p.add_argument("--panel", action="store_true", help="open the JobPanel instead")
+    out_option(p)
+
+
+@command("run", help="submit a serverless job (cell body = input)",
+         description="Submit a serverless job. The cell body is the job input: JSON, YAML or "
+                     "$var. Ctrl-C cancels the remote job.",
+         args=_run_args)
 def run(call: Call) -> Any:
     """Submit a job; with --sync wait for it, with --stream stream it into a DataFrame."""
+    from ... import facade
+    from .. import frames
+    from ..joblog import JOBS
+
     args = call.args
     provider = call.provider(args.provider)
     if args.panel:
@@ -92,8 +118,23 @@ def run(call: Call) -> Any:
     return job
 
 
+def _stream_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job", metavar="JOB", help="a job id or a $job")
+    p.add_argument("--endpoint", "-e", metavar="EP", help="needed with a bare job id")
+    provider_option(p)
+    out_option(p)
+
+
+@command("stream", help="stream a job into a live DataFrame",
+         description="Stream a job's output into a DataFrame that grows live; returns the "
+                     "complete frame. Ctrl-C cancels the remote job.",
+         args=_stream_args)
 def stream(call: Call) -> Any:
     """Stream an existing job (an id with --endpoint, an id from this session, or a $job)."""
+    from ...models import Job
+    from .. import frames
+    from ..joblog import JOBS
+
     args = call.args
     job: Any = args.job
     if isinstance(job, str) and not args.endpoint:
@@ -107,6 +148,16 @@ def stream(call: Call) -> Any:
     return frames.stream(job, endpoint=args.endpoint, provider=provider, collapse=True)
 
 
+def _jobs_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-refresh", action="store_true",
+                   help="do not poll unfinished jobs for their current state")
+    out_option(p)
+
+
+@command("jobs", help="this session's jobs",
+         description="This session's jobs, with status, timings and output.", args=_jobs_args)
 def jobs(call: Call) -> Any:
     """This session's jobs (unfinished ones polled once unless --no-refresh)."""
+    from .. import frames
+
     return frames.jobs(refresh=not call.args.no_refresh)

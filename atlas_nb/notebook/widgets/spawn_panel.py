@@ -16,7 +16,6 @@ from ._panel import Panel, escape, status_html
 
 __all__ = ["SpawnPanel"]
 
-_PROVIDERS = ("runpod", "lambda_labs", "vast", "fly", "mock")
 _MASK = "••••••••••••"
 
 
@@ -80,7 +79,7 @@ class SpawnPanel(Panel):
         tracked: bool = True,
         background: bool = True,
         timeout_s: float = 600.0,
-        providers: Iterable[str] = _PROVIDERS,
+        providers: Iterable[str] | None = None,
     ) -> None:
         super().__init__(background=background)
         import ipywidgets as w
@@ -89,6 +88,10 @@ class SpawnPanel(Panel):
         self.compute: Compute | None = None
         self._secret: str | None = None
         self._signed_url: str | None = None
+        if providers is None:
+            from ...providers import names as registered
+
+            providers = registered()
         names = list(dict.fromkeys([*([provider] if provider else []), *providers]))
         self.provider = w.Dropdown(options=names, value=names[0], description="provider")
         self.gpu = w.Dropdown(options=[("cpu (no GPU)", "cpu")], value="cpu", description="gpu")
@@ -121,7 +124,6 @@ class SpawnPanel(Panel):
         self.spawn_button.on_click(lambda _b: self.spawn())
         self.reveal.observe(lambda _c: self._show_secret(), names="value")
         self.provider.observe(lambda _c: self.load_catalog(), names="value")
-        self._idle_ttl_given = idle_ttl is not None
         if catalog is not None:
             self.set_catalog(catalog, keep=gpu)
         else:

@@ -37,8 +37,9 @@ from ...errors import (
     ValidationError,
 )
 from ...fly.auth_header import authorization
+from ...gpus import GpuIds
 from ...models import Compute, ComputeRequest, GpuType
-from ..base import BaseProvider, filter_computes
+from ..base import BaseProvider, CreateRetry, Lookup, filter_computes
 from . import prices, wire
 
 __all__ = ["Fly"]
@@ -74,6 +75,11 @@ class Fly(BaseProvider):
     """
 
     name: ClassVar[str] = "fly"
+    aliases: ClassVar[tuple[str, ...]] = ("fly.io",)
+    key_env: ClassVar[tuple[str, ...]] = ("FLY_API_TOKEN", "FLY_ACCESS_TOKEN")
+    gpu_ids: ClassVar[GpuIds | None] = wire.GPU_IDS
+    error_message = staticmethod(wire.error_message)
+    sandbox_cloud: ClassVar[str | None] = "atlas_nb.sandbox.fly:FlyCloud"
     apis: ClassVar[dict[str, str]] = {"machines": "https://api.machines.dev"}
     CAPABILITIES: ClassVar[frozenset[str]] = frozenset({"http_proxy", "raw_tcp", "stop_start"})
     key_hint: ClassVar[str] = (
@@ -103,6 +109,22 @@ class Fly(BaseProvider):
 
     def auth_headers(self, key: str) -> dict[str, str]:
         return {"Authorization": authorization(key)}
+
+    def api_key(self) -> str:
+        """``api_key=`` or the sandbox's key, else the Fly token chain (``atlas_nb.fly.tokens``:
+        manual, atlas_nb config, env, store, flyctl config) for a token that can drive
+        machines; a read-only minted token never serves here."""
+        from ... import sandbox
+        from ...errors import Unauthorized
+        from ...fly import tokens
+
+        if self._api_key or sandbox.active_url():
+            return super().api_key()
+        try:
+            return tokens.default_chain().get(self._default_app(), purpose="compute")
+        except Unauthorized:
+            raise Unauthorized(f"no API key for {self.name}", provider=self.name,
+                               hint=f"{self.key_hint}; or {tokens.HOW_TO}") from None
 
     # -- computes ---------------------------------------------------------------------
     def spawn_compute(self, request: ComputeRequest) -> Compute:
@@ -290,9 +312,10 @@ class Fly(BaseProvider):
 
         return self.create_once(
             self._machines(), "POST", _machines_path(app), body,
-            parse=created, ours=ours, lookup=lambda: wire.machines_from_wire(
-                self._machines().request("GET", _machines_path(app))),
-            name=name, attempts=CREATE_ATTEMPTS, id_name="a machine id",
+            parse=created,
+            lookup=Lookup(lambda: wire.machines_from_wire(
+                self._machines().request("GET", _machines_path(app))), ours, name),
+            retry=CreateRetry(CREATE_ATTEMPTS), id_name="a machine id",
             not_made=f"no machine named {name!r} was created in {app}",
             error=lambda exc: self._create_error(exc, body),
         )

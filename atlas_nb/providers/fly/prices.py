@@ -86,9 +86,6 @@ and-a-dollar-menu), as of 2024."""
 RAM_PER_GB_PERIOD = 5.00
 """Memory beyond a preset's: "about $5 per 30 days per GB of additional RAM"."""
 
-CPU_SOURCE = _PRICING_PAGE
-CPU_AS_OF = "2024-07"
-
 
 def gpu_price(kind: str) -> GpuPrice | None:
     """The table row for a Fly ``gpu_kind``, or ``None``."""

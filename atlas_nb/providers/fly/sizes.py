@@ -14,7 +14,6 @@ import math
 from typing import Any
 
 from ...errors import ValidationError
-from ...gpus import provider_id
 from ...models import ComputeRequest
 
 PROVIDER = "fly"
@@ -49,7 +48,9 @@ def guest(request: ComputeRequest) -> dict[str, Any]:
     """
     memory = _memory_mb(request.memory_gb) if request.memory_gb is not None else None
     if request.gpu is not None:
-        kind = provider_id(request.gpu, PROVIDER)
+        from .wire import GPU_IDS  # wire builds on this module
+
+        kind = GPU_IDS.provider_id(request.gpu)
         return gpu_guest(kind, request.gpu_count, cpus=request.cpus, memory_mb=memory)
     return _cpu_guest(request.cpus, memory)
 

@@ -13,12 +13,20 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ...errors import Unsupported, ValidationError
-from ...gpus import from_provider_id, provider_id
+from ...gpus import GpuIds
 from ...models import Compute, ComputeRequest, GpuType, PortMapping
 from ..base import as_datetime, as_list, as_map, as_str, deep_merge, strip_secrets
 from . import prices, sizes
 
 PROVIDER = "fly"
+
+# Fly's ``guest.gpu_kind`` values (docs: gpus/getting-started-gpus).
+GPU_IDS = GpuIds(PROVIDER, {
+    "a100_80g": ("a100-sxm4-80gb",),
+    "a100_40g": ("a100-pcie-40gb",),
+    "l40s": ("l40s",),
+    "a10": ("a10",),
+})
 MARKER_KEY = "atlas_request_id"
 """``config.metadata`` key carrying a per-create marker, so a lost create can be found."""
 
@@ -130,7 +138,7 @@ def _region(request: ComputeRequest) -> str | None:
     hints = list(request.region_hints)
     if request.gpu is None:
         return hints[0] if hints else None
-    row = prices.gpu_price(provider_id(request.gpu, PROVIDER))
+    row = prices.gpu_price(GPU_IDS.provider_id(request.gpu))
     offered = row.regions if row else ()
     return next((h for h in hints if h in offered), hints[0] if hints else
                 (offered[0] if offered else None))
@@ -233,7 +241,7 @@ def compute_from_wire(machine: Mapping[str, Any], app: str) -> Compute:
     config = as_map(machine.get("config"))
     spec = as_map(config.get("guest"))
     kind = as_str(spec.get("gpu_kind"))
-    gpu_type = (from_provider_id(PROVIDER, kind)[0] or kind) if kind else None
+    gpu_type = (GPU_IDS.from_id(kind)[0] or kind) if kind else None
     state = str(machine.get("state") or "")
     return Compute(
         id=compute_id(app, str(machine.get("id") or "")),
@@ -319,3 +327,10 @@ def gpu_types(
             raw=raw,
         ))
     return out
+
+
+def error_message(body: Any) -> str | None:
+    """The message of a Machines API error body, the spec's ``ErrorResponse``
+    (``{"error": "...", "status": "..."}``)."""
+    err = body.get("error") if isinstance(body, dict) else None
+    return err if isinstance(err, str) and err else None

@@ -29,8 +29,9 @@ from ...errors import (
     Unsupported,
     ValidationError,
 )
+from ...gpus import GpuIds
 from ...models import Compute, ComputeRequest, GpuType
-from ..base import BaseProvider, filter_computes
+from ..base import BaseProvider, CreateRetry, Lookup, filter_computes
 from . import cloud_init, placement, wire
 from .launch_gate import LAUNCH_GATE, LaunchGate, account_of
 
@@ -78,6 +79,11 @@ class LambdaLabs(BaseProvider):
     """
 
     name: ClassVar[str] = "lambda_labs"
+    aliases: ClassVar[tuple[str, ...]] = ("lambda", "lambdalabs")
+    key_env: ClassVar[tuple[str, ...]] = ("LAMBDA_LABS_API_KEY", "LAMBDA_API_KEY")
+    gpu_ids: ClassVar[GpuIds | None] = wire.GPU_IDS
+    error_message = staticmethod(wire.error_message)
+    sandbox_cloud: ClassVar[str | None] = "atlas_nb.sandbox.lambda_labs:LambdaCloud"
     apis: ClassVar[dict[str, str]] = {"rest": "https://cloud.lambda.ai"}
     CAPABILITIES: ClassVar[frozenset[str]] = frozenset({"raw_tcp", "symmetric_ports"})
     key_hint: ClassVar[str] = (
@@ -225,10 +231,12 @@ class LambdaLabs(BaseProvider):
             return str(instance.get("id")) if mine else None
 
         return self.create_once(
-            client, "POST", _LAUNCH, body, parse=_launched_id, lookup=self._instances,
-            ours=ours, name=name, verb="launch", attempts=LAUNCH_ATTEMPTS,
+            client, "POST", _LAUNCH, body, parse=_launched_id,
+            lookup=Lookup(self._instances, ours, name), verb="launch",
+            retry=CreateRetry(LAUNCH_ATTEMPTS, rate_wait=pause, look_after_rate_limit=True,
+                              before_send=gate),
             id_name="an instance id", not_made=f"no instance named {name!r} was launched",
-            before_send=gate, rate_wait=pause, look_after_rate_limit=True, error=wire.remap,
+            error=wire.remap,
             refused=lambda err: self._launch_error(err, body),
         )
 

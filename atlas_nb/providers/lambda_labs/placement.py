@@ -7,17 +7,13 @@ which regions have capacity for each type right now.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ProviderError, Unsupported, ValidationError
-from ...gpus import provider_id, provider_ids
 from ...models import ComputeRequest
-from .wire import PROVIDER, dollars, regions_of
-
-_TYPE = re.compile(r"^gpu_(\d+)x_(.+)$")
+from .wire import GPU_IDS, PROVIDER, dollars, regions_of
 
 
 @dataclass(frozen=True)
@@ -70,9 +66,9 @@ def _counts(offers: Mapping[str, Offer], suffixes: Sequence[str]) -> dict[int, l
     """GPU count -> the catalog's types of that count for any of ``suffixes``."""
     counts: dict[int, list[str]] = {}
     for name in sorted(offers):
-        m = _TYPE.match(name)
-        if m and m.group(2) in suffixes:
-            counts.setdefault(int(m.group(1)), []).append(name)
+        decoded = GPU_IDS.decode(name)
+        if decoded is not None and decoded[0] in suffixes:
+            counts.setdefault(decoded[1], []).append(name)
     return dict(sorted(counts.items()))
 
 
@@ -89,11 +85,11 @@ def matching_types(offers: Mapping[str, Offer], request: ComputeRequest) -> list
             raise Unsupported("Lambda's catalog has no CPU instance type right now; pass gpu=...",
                               provider=PROVIDER)
         return cpus
-    suffixes = provider_ids(request.gpu, PROVIDER)
+    suffixes = GPU_IDS.ids(request.gpu)
     if not suffixes:
-        provider_id(request.gpu, PROVIDER)  # raises Unsupported naming what Lambda offers
+        GPU_IDS.provider_id(request.gpu)  # raises Unsupported naming what Lambda offers
     count = request.gpu_count
-    found = [offers[n] for n in (f"gpu_{count}x_{s}" for s in suffixes) if n in offers]
+    found = [offers[n] for n in (GPU_IDS.encode(s, count) for s in suffixes) if n in offers]
     if found:
         return found
     counts = _counts(offers, suffixes)

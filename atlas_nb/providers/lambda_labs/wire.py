@@ -23,11 +23,41 @@ from ...errors import (
     UnknownError,
     ValidationError,
 )
-from ...gpus import GPUS, from_provider_id
+from ...gpus import GPUS, GpuIds
 from ...models import Compute, ComputeRequest, GpuType, PortMapping
 from ..base import as_list, as_map, as_str, deep_merge, strip_secrets
 
 PROVIDER = "lambda_labs"
+
+_INSTANCE_TYPE_RE = re.compile(r"^gpu_(\d+)x_(.+)$")
+
+
+class LambdaGpuIds(GpuIds):
+    """Lambda writes the count into the instance type: ``gpu_{n}x_{model}``; the table
+    holds the model suffixes."""
+
+    def encode(self, pid: str, count: int) -> str:
+        return f"gpu_{count}x_{pid}"
+
+    def decode(self, wire_id: str) -> tuple[str, int] | None:
+        m = _INSTANCE_TYPE_RE.match(wire_id)
+        return (m.group(2), int(m.group(1))) if m else None
+
+
+# Model suffixes of Lambda's instance types (``gpu_8x_h100_sxm5`` -> ``h100_sxm5``).
+GPU_IDS = LambdaGpuIds(PROVIDER, {
+    "h100": ("h100_sxm5", "h100_pcie"),
+    "h100_sxm": ("h100_sxm5",),
+    "h100_pcie": ("h100_pcie",),
+    "a100_80g": ("a100_80gb_sxm4",),
+    "a100_40g": ("a100_sxm4", "a100"),
+    "a10": ("a10",),
+    "a6000": ("a6000",),
+    "rtx_6000": ("rtx6000",),
+    "b200": ("b200_sxm6",),
+    "gh200": ("gh200",),
+    "v100": ("v100", "v100_n"),
+})
 
 INSTANCE_STATUS: dict[str, str] = {
     "booting": "provisioning",
@@ -196,7 +226,7 @@ def gpu_of(instance_type: Mapping[str, Any]) -> tuple[str | None, int]:
     gpus = _int(as_map(instance_type.get("specs")).get("gpus"))
     if name is None:
         return None, gpus or 0
-    canonical, count = from_provider_id(PROVIDER, name)
+    canonical, count = GPU_IDS.from_id(name)
     if gpus is None:
         gpus = count
     if not gpus:
@@ -279,7 +309,7 @@ def gpu_types_from_wire(data: Any) -> list[GpuType]:
         item = as_map(item)
         itype = as_map(item.get("instance_type"))
         name = as_str(itype.get("name")) or str(key)
-        canonical, count = from_provider_id(PROVIDER, name)
+        canonical, count = GPU_IDS.from_id(name)
         gpus = _int(as_map(itype.get("specs")).get("gpus"))
         gpus = count if gpus is None else gpus
         if not gpus:
@@ -305,3 +335,14 @@ def region_names(regions: Iterable[str]) -> str:
     """``"us-east-1, us-west-1"``, or ``"none"``."""
     listed = ", ".join(regions)
     return listed or "none"
+
+
+def error_message(body: Any) -> str | None:
+    """The message of a Lambda error body, ``{"error": {"code", "message", "suggestion"}}``
+    (the spec's ``ApiErrorResponse``), with the suggestion in parentheses."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict) or not isinstance(err.get("message"), str):
+        return None
+    suggestion = err.get("suggestion")
+    msg = str(err["message"])
+    return f"{msg} ({suggestion})" if isinstance(suggestion, str) and suggestion else msg

@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from ...errors import AtlasError, NotFound, ProviderError, Unsupported, ValidationError
-from ...gpus import provider_id
+from ...gpus import GpuIds
 from ...models import Compute, ComputeRequest, GpuType, Job, JobRequest
-from ..base import BaseProvider, filter_computes, job_ref
+from ..base import BaseProvider, CreateRetry, Lookup, filter_computes, job_ref
 from . import serverless, wire
 
 __all__ = ["RunPod"]
@@ -41,6 +41,10 @@ class RunPod(BaseProvider):
     """
 
     name: ClassVar[str] = "runpod"
+    key_env: ClassVar[tuple[str, ...]] = ("RUNPOD_API_KEY",)
+    gpu_ids: ClassVar[GpuIds | None] = wire.GPU_IDS
+    error_message = staticmethod(wire.error_message)
+    sandbox_cloud: ClassVar[str | None] = "atlas_nb.sandbox.runpod:RunPodCloud"
     apis: ClassVar[dict[str, str]] = {
         "rest": "https://api.runpod.io",
         "graphql": "https://api.runpod.io",
@@ -146,7 +150,7 @@ class RunPod(BaseProvider):
             return request.max_price_per_hour / request.gpu_count
         if request.gpu is None:
             raise ValidationError("RunPod spot pods need a GPU; pass gpu=... or spot=False")
-        gid = provider_id(request.gpu, self.name)
+        gid = wire.GPU_IDS.provider_id(request.gpu)
         bid = wire.spot_bid(self._spot_catalog(), gid)
         if bid is None:
             raise Unsupported(
@@ -162,7 +166,7 @@ class RunPod(BaseProvider):
         cloud = "community" if request.cloud_type == "community" else "secure"  # API default
         unit = wire.catalog_price(
             self.client("rest").request("GET", "/v2/catalog/gpus"),
-            provider_id(request.gpu, self.name), cloud,
+            wire.GPU_IDS.provider_id(request.gpu), cloud,
         )
         if unit is None:
             raise Unsupported(f"RunPod lists no {cloud} price for {request.gpu}",
@@ -200,8 +204,9 @@ class RunPod(BaseProvider):
             return wire.compute_from_wire(pod) if mine else None
 
         return self.create_once(
-            self.client(api), "POST", path, payload, parse=parse, lookup=self._pods, ours=ours,
-            name=name, attempts=CREATE_ATTEMPTS, id_name="a pod id",
+            self.client(api), "POST", path, payload, parse=parse,
+            lookup=Lookup(self._pods, ours, name), retry=CreateRetry(CREATE_ATTEMPTS),
+            id_name="a pod id",
             not_made=f"no pod named {name!r} was created",
         )
 

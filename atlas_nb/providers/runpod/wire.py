@@ -16,11 +16,35 @@ from typing import Any
 from urllib.parse import quote
 
 from ...errors import ValidationError
-from ...gpus import from_provider_id, provider_id
+from ...gpus import GpuIds
 from ...models import Compute, ComputeRequest, GpuType, Job, PortMapping
 from ..base import as_datetime, as_list, as_map, as_str, deep_merge, strip_secrets, to_float
 
 PROVIDER = "runpod"
+
+# RunPod's gpuTypeIds (the v2 spec's enum; GraphQL ``gpuTypes.id``).
+GPU_IDS = GpuIds(PROVIDER, {
+    "h200": ("NVIDIA H200",),
+    "h100": ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H100 NVL"),
+    "h100_sxm": ("NVIDIA H100 80GB HBM3",),
+    "h100_pcie": ("NVIDIA H100 PCIe",),
+    "h100_nvl": ("NVIDIA H100 NVL",),
+    "a100_80g": ("NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe"),
+    "l40s": ("NVIDIA L40S",),
+    "l40": ("NVIDIA L40",),
+    "l4": ("NVIDIA L4",),
+    "a40": ("NVIDIA A40",),
+    "a6000": ("NVIDIA RTX A6000",),
+    "a5000": ("NVIDIA RTX A5000",),
+    "a4000": ("NVIDIA RTX A4000",),
+    "rtx_6000_ada": ("NVIDIA RTX 6000 Ada Generation",),
+    "rtx_5090": ("NVIDIA GeForce RTX 5090",),
+    "rtx_4090": ("NVIDIA GeForce RTX 4090",),
+    "rtx_3090": ("NVIDIA GeForce RTX 3090",),
+    "mi300x": ("AMD Instinct MI300X OAM",),
+    "b200": ("NVIDIA B200",),
+    "v100": ("Tesla V100-SXM2-32GB", "Tesla V100-PCIE-16GB"),
+})
 REQUEST_ID_ENV = "ATLAS_REQUEST_ID"
 """Env var carrying a per-create marker, so a create whose answer was lost can be found."""
 
@@ -123,7 +147,7 @@ def _compute_config(request: ComputeRequest) -> dict[str, Any]:
         return {"cpu": {"id": DEFAULT_CPU_FLAVOR, "vcpuCount": vcpus}}
     if request.cpus is not None:
         raise ValidationError("RunPod GPU pods get vCPUs with the GPU type; drop cpus")
-    return {"gpu": {"id": provider_id(request.gpu, PROVIDER), "count": request.gpu_count}}
+    return {"gpu": {"id": GPU_IDS.provider_id(request.gpu), "count": request.gpu_count}}
 
 
 def create_body(request: ComputeRequest, *, name: str, marker: str) -> dict[str, Any]:
@@ -162,7 +186,7 @@ def spot_input(
     data: dict[str, Any] = {
         "bidPerGpu": round(bid_per_gpu, 4),
         "gpuCount": request.gpu_count,
-        "gpuTypeId": provider_id(request.gpu, PROVIDER),
+        "gpuTypeId": GPU_IDS.provider_id(request.gpu),
         "name": name,
         "cloudType": _CLOUD.get(request.cloud_type, "ALL"),
         "ports": ",".join(port_specs(request)),
@@ -259,7 +283,7 @@ def gpu_from_wire(gpu: Any) -> tuple[str | None, int]:
 
 @functools.lru_cache(maxsize=256)
 def _gpu_name(gid: str) -> str:
-    return from_provider_id(PROVIDER, gid)[0] or gid
+    return GPU_IDS.from_id(gid)[0] or gid
 
 
 def compute_from_wire(pod: Mapping[str, Any]) -> Compute:
@@ -384,7 +408,7 @@ def gpu_types_from_wire(catalog: Any, spot: Iterable[Any]) -> list[GpuType]:
             out.append(GpuType(
                 provider=PROVIDER,
                 id=gid,
-                canonical=from_provider_id(PROVIDER, gid)[0],
+                canonical=GPU_IDS.from_id(gid)[0],
                 display_name=str(entry.get("name") or gql.get("displayName") or gid),
                 memory_gb=memory if memory >= 0 else None,
                 price_per_hour=_opt_float(as_map(entry.get("price")).get(cloud)),
@@ -396,3 +420,17 @@ def gpu_types_from_wire(catalog: Any, spot: Iterable[Any]) -> list[GpuType]:
                 raw=strip_secrets({**entry, "graphql": dict(gql)}),
             ))
     return out
+
+
+def error_message(body: Any) -> str | None:
+    """The message of a RunPod error body: REST v2 answers RFC 9457 problem+json
+    (``detail``, else ``title``; the generic reader handles those), GraphQL answers
+    ``{"errors": [{"message": ...}]}`` (graphql.org/learn/response)."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list) and errors and not body.get("detail"):
+        first = errors[0]
+        if isinstance(first, dict) and isinstance(first.get("message"), str):
+            return str(first["message"])
+        if isinstance(first, str):
+            return first
+    return None

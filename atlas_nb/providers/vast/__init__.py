@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ...errors import NotFound, ProviderError
+from ...gpus import GpuIds
 from ...models import Compute, ComputeRequest, GpuType
-from ..base import BaseProvider, TargetGone, filter_computes, to_float
+from ..base import BaseProvider, CreateRetry, Lookup, TargetGone, filter_computes, to_float
 from . import wire
 
 __all__ = ["Vast"]
@@ -55,6 +56,11 @@ class Vast(BaseProvider):
     """
 
     name: ClassVar[str] = "vast"
+    aliases: ClassVar[tuple[str, ...]] = ("vastai",)
+    key_env: ClassVar[tuple[str, ...]] = ("VAST_API_KEY",)
+    gpu_ids: ClassVar[GpuIds | None] = wire.GPU_IDS
+    error_message = staticmethod(wire.error_message)
+    sandbox_cloud: ClassVar[str | None] = "atlas_nb.sandbox.vast:VastCloud"
     apis: ClassVar[dict[str, str]] = {"rest": "https://console.vast.ai"}
     CAPABILITIES: ClassVar[frozenset[str]] = frozenset({"spot", "stop_start", "raw_tcp"})
     key_hint: ClassVar[str] = "pass api_key=, set VAST_API_KEY, or add it to the config file"
@@ -169,12 +175,14 @@ class Vast(BaseProvider):
         try:
             return self.create_once(
                 self.client("rest"), "PUT", f"/api/v0/asks/{offer_id}/", body,
-                parse=self._contract, lookup=lambda: self._rows(label=name), ours=ours,
-                name=name, attempts=CREATE_ATTEMPTS, id_name="new_contract",
-                not_made=f"no instance labelled {name!r} was created",
-                backoff=lambda failures: _backoff(failures, None),
-                rate_wait=lambda err, limited: _backoff(limited, err.retry_after),
-                rate_limited_attempts=RATE_LIMITED_ATTEMPTS, look_after_rate_limit=True,
+                parse=self._contract, lookup=Lookup(lambda: self._rows(label=name), ours, name),
+                retry=CreateRetry(
+                    CREATE_ATTEMPTS,
+                    backoff=lambda failures: _backoff(failures, None),
+                    rate_wait=lambda err, limited: _backoff(limited, err.retry_after),
+                    rate_limited_attempts=RATE_LIMITED_ATTEMPTS, look_after_rate_limit=True,
+                ),
+                id_name="new_contract", not_made=f"no instance labelled {name!r} was created",
                 gone=wire.offer_vanished,
             )
         except TargetGone:

@@ -17,12 +17,36 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ...errors import AtlasError, ValidationError
-from ...gpus import GPUS, from_provider_id, provider_id, provider_ids
+from ...gpus import GPUS, GpuIds
 from ...models import Compute, ComputeRequest, GpuType, PortMapping
 from .. import base
 from ..base import deep_merge, strip_secrets, to_float
 
 PROVIDER = "vast"
+
+# Vast's ``gpu_name`` values in offers and instances.
+GPU_IDS = GpuIds(PROVIDER, {
+    "h200": ("H200",),
+    "h100": ("H100 SXM", "H100 PCIE", "H100 NVL"),
+    "h100_sxm": ("H100 SXM",),
+    "h100_pcie": ("H100 PCIE",),
+    "h100_nvl": ("H100 NVL",),
+    "a100_80g": ("A100 SXM4", "A100 PCIE"),
+    "l40s": ("L40S",),
+    "l40": ("L40",),
+    "l4": ("L4",),
+    "a40": ("A40",),
+    "a10": ("A10",),
+    "a6000": ("RTX A6000",),
+    "a5000": ("RTX A5000",),
+    "a4000": ("RTX A4000",),
+    "rtx_6000_ada": ("RTX 6000Ada",),
+    "rtx_5090": ("RTX 5090",),
+    "rtx_4090": ("RTX 4090",),
+    "rtx_3090": ("RTX 3090",),
+    "b200": ("B200",),
+    "v100": ("Tesla V100",),
+})
 REQUEST_ID_ENV = "ATLAS_REQUEST_ID"
 """Env var carrying a per-create marker, so a create whose answer was lost can be found."""
 PORTS_ENV = "ATLAS_PORTS"
@@ -80,8 +104,8 @@ def search_query(request: ComputeRequest, *, spot: bool) -> dict[str, Any]:
     """
     if request.gpu is None:
         raise ValidationError("Vast rents GPU machines only; pass gpu=... (e.g. 'rtx_4090')")
-    provider_id(request.gpu, PROVIDER)  # Unsupported, naming what Vast offers, if none
-    ids = provider_ids(request.gpu, PROVIDER)
+    GPU_IDS.provider_id(request.gpu)  # Unsupported, naming what Vast offers, if none
+    ids = GPU_IDS.ids(request.gpu)
     query: dict[str, Any] = {
         **_BASE_FILTERS,
         "gpu_name": {"eq": ids[0]} if len(ids) == 1 else {"in": list(ids)},
@@ -262,7 +286,7 @@ def clean_raw(row: Mapping[str, Any]) -> dict[str, Any]:
 def canonical_gpu(gpu_name: str | None, gpu_ram_mb: Any = None) -> str | None:
     """The canonical name for a Vast ``gpu_name``, corrected by its memory: Vast calls both
     A100 sizes "A100 SXM4", so a 40 GB card is ``a100_40g``, not ``a100_80g``."""
-    name = from_provider_id(PROVIDER, gpu_name)[0] if gpu_name else None
+    name = GPU_IDS.from_id(gpu_name)[0] if gpu_name else None
     ram_gb = to_float(gpu_ram_mb, -1.0) / 1024
     if name is None or ram_gb <= 0 or _close(GPUS[name].memory_gb, ram_gb):
         return name
@@ -389,3 +413,14 @@ def _country(geolocation: Any) -> str | None:
     text = _str(geolocation)
     code = text.rsplit(",", 1)[-1].strip() if text else ""
     return code.upper() if _COUNTRY.match(code) else None
+
+
+def error_message(body: Any) -> str | None:
+    """The message of a Vast error body: ``msg`` is the human text and ``error`` a code
+    (``{"success": false, "error": "invalid_args", "msg": "..."}``, as vast-cli prints)."""
+    if not isinstance(body, dict):
+        return None
+    for key in ("msg", "error"):
+        if isinstance(body.get(key), str) and body[key]:
+            return str(body[key])
+    return None

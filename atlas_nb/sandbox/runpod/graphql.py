@@ -1,0 +1,359 @@
+"""RunPod GraphQL (``S/runpod/graphql/graphql``): what REST v2 lacks, spot pods and spot prices.
+
+RunPod publishes no SDL, so this schema is modelled on the documented queries
+(``gpuTypes { ... lowestPrice(input: ...) { ... } }``) and the mutations
+runpod-python and SkyPilot send (``podRentInterruptable``,
+``podFindAndDeployOnDemand``, ``podStop``, ``podResume``, ``podTerminate``,
+``pod``, ``myself { pods }``). Pods made here are ordinary pods of the shared
+store, visible through REST v2. GraphQL errors come back as HTTP 200 with
+``{"errors": [{"message": ...}]}``; a missing or wrong key is a 401. The key may
+also come as ``?api_key=`` (RunPod accepts it), but that is recorded as a
+violation: a key in a URL leaks into logs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, cast
+
+from graphql import GraphQLError, GraphQLObjectType, GraphQLSchema, build_schema, graphql_sync
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..cloud import ASGIApp, Receive, Scope, Send, bearer_token, iso, json_response
+from .catalog import Catalog
+from .pods import PodError, PodRecord, PodStore
+
+__all__ = ["SDL", "build_graphql_app"]
+
+SDL = """
+scalar Void
+
+enum CloudTypeEnum { SECURE COMMUNITY ALL }
+
+input GpuTypeFilter { id: String ids: [String] }
+input GpuLowestPriceInput {
+  gpuCount: Int secureCloud: Boolean supportPublicIp: Boolean minDownload: Int minUpload: Int
+  minVcpuCount: Int minMemoryInGb: Int minDisk: Int countryCode: String dataCenterId: String
+  compliance: [String] globalNetwork: Boolean includeAiApi: Boolean
+}
+input PodFilter { podId: String! }
+input EnvironmentVariableInput { key: String! value: String! }
+input PodRentInterruptableInput {
+  bidPerGpu: Float! gpuCount: Int gpuTypeId: String imageName: String name: String
+  cloudType: CloudTypeEnum containerDiskInGb: Int volumeInGb: Int volumeMountPath: String
+  ports: String env: [EnvironmentVariableInput] dataCenterId: String templateId: String
+  startSsh: Boolean startJupyter: Boolean supportPublicIp: Boolean minMemoryInGb: Int
+  minVcpuCount: Int dockerArgs: String countryCode: String networkVolumeId: String
+}
+input PodFindAndDeployOnDemandInput {
+  gpuCount: Int gpuTypeId: String imageName: String name: String
+  cloudType: CloudTypeEnum containerDiskInGb: Int volumeInGb: Int volumeMountPath: String
+  ports: String env: [EnvironmentVariableInput] dataCenterId: String templateId: String
+  startSsh: Boolean startJupyter: Boolean supportPublicIp: Boolean minMemoryInGb: Int
+  minVcpuCount: Int dockerArgs: String countryCode: String networkVolumeId: String
+}
+input PodStopInput { podId: String! incrementVersion: Boolean }
+input PodResumeInput { podId: String! gpuCount: Int }
+input PodTerminateInput { podId: String! }
+
+type LowestPrice {
+  gpuName: String gpuTypeId: String minimumBidPrice: Float uninterruptablePrice: Float
+  minMemory: Int minVcpu: Int rentalPercentage: Float rentedCount: Int totalCount: Int
+  stockStatus: String maxUnreservedGpuCount: Int availableGpuCounts: [Int]
+  countryCode: String supportPublicIp: Boolean compliance: [String]
+}
+type GpuType {
+  id: String! displayName: String manufacturer: String memoryInGb: Int
+  secureCloud: Boolean communityCloud: Boolean
+  securePrice: Float communityPrice: Float secureSpotPrice: Float communitySpotPrice: Float
+  maxGpuCount: Int maxGpuCountSecureCloud: Int maxGpuCountCommunityCloud: Int
+  lowestPrice(input: GpuLowestPriceInput): LowestPrice
+}
+type PodRuntimePort { ip: String isIpPublic: Boolean privatePort: Int publicPort: Int type: String }
+type PodRuntimeGpu { id: String gpuUtilPercent: Int memoryUtilPercent: Int }
+type PodRuntime { uptimeInSeconds: Int ports: [PodRuntimePort] gpus: [PodRuntimeGpu] }
+type PodMachine {
+  podHostId: String gpuTypeId: String gpuDisplayName: String dataCenterId: String
+  location: String secureCloud: Boolean
+}
+type Pod {
+  id: String! name: String desiredStatus: String imageName: String podType: String
+  costPerHr: Float adjustedCostPerHr: Float gpuCount: Int vcpuCount: Float memoryInGb: Float
+  containerDiskInGb: Int volumeInGb: Float volumeMountPath: String ports: String env: [String]
+  machineId: String dockerArgs: String lastStatusChange: String uptimeSeconds: Int
+  createdAt: String machine: PodMachine runtime: PodRuntime
+}
+type User { id: String pods: [Pod] }
+type Query {
+  gpuTypes(input: GpuTypeFilter): [GpuType]
+  pod(input: PodFilter!): Pod
+  myself: User
+}
+type Mutation {
+  podRentInterruptable(input: PodRentInterruptableInput!): Pod
+  podFindAndDeployOnDemand(input: PodFindAndDeployOnDemandInput!): Pod
+  podStop(input: PodStopInput!): Pod
+  podResume(input: PodResumeInput!): Pod
+  podTerminate(input: PodTerminateInput!): Void
+}
+"""
+
+NO_CAPACITY = (
+    "There are no longer any instances available with the requested specifications. "
+    "Please refresh and try again."
+)
+
+
+class _Resolvers:
+    def __init__(self, store: PodStore, catalog: Catalog) -> None:
+        self.store = store
+        self.catalog = catalog
+
+    def gpu_type(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": row["id"],
+            "displayName": row["name"],
+            "manufacturer": row["manufacturer"],
+            "memoryInGb": row["memory"],
+            "secureCloud": row["secure"],
+            "communityCloud": row["community"],
+            "securePrice": row["price"]["secure"] if row["secure"] else None,
+            "communityPrice": row["price"]["community"] if row["community"] else None,
+            "secureSpotPrice": row["spotPrice"]["secure"],
+            "communitySpotPrice": row["spotPrice"]["community"],
+            "maxGpuCount": max(row["maxCount"]["secure"], row["maxCount"]["community"]),
+            "maxGpuCountSecureCloud": row["maxCount"]["secure"],
+            "maxGpuCountCommunityCloud": row["maxCount"]["community"],
+            "_row": row,
+        }
+
+    def gpu_types(self, _root: Any, _info: Any, input: dict[str, Any] | None = None) -> list[Any]:
+        wanted = set((input or {}).get("ids") or [])
+        if (input or {}).get("id"):
+            wanted.add(input["id"])  # type: ignore[index]
+        rows = [self.catalog.gpu(i) for i in self.catalog.gpus if not wanted or i in wanted]
+        return [self.gpu_type(r) for r in rows if r]
+
+    def lowest_price(
+        self, parent: dict[str, Any], _info: Any, input: dict[str, Any] | None = None
+    ) -> Any:
+        args = input or {}
+        return self.catalog.lowest_price(
+            parent["_row"], int(args.get("gpuCount") or 1), args.get("secureCloud")
+        )
+
+    def pod(self, record: PodRecord) -> dict[str, Any]:
+        now = self.store.ctx.clock.time()
+        status = record.status(now)
+        wire = self.store.wire(record, now=now)
+        runtime = None
+        if wire["runtime"]:
+            runtime = {
+                "uptimeInSeconds": wire["runtime"]["uptime"],
+                "ports": [
+                    {
+                        "ip": p["ip"] or "10.0.0.2",
+                        "isIpPublic": p["type"] == "tcp",
+                        "privatePort": p["private"],
+                        "publicPort": p["public"] or p["private"],
+                        "type": p["type"],
+                    }
+                    for p in wire["runtime"]["ports"]
+                ],
+                "gpus": [
+                    {"id": f"GPU-{i}", "gpuUtilPercent": 0, "memoryUtilPercent": 0}
+                    for i in range((record.gpu or {}).get("count", 0))
+                ],
+            }
+        persistent = record.mounts.get("persistent") or {}
+        return {
+            "id": record.id,
+            "name": record.name,
+            "desiredStatus": {
+                "EXITED": "EXITED",
+                "ERROR": "EXITED",
+                "TERMINATED": "TERMINATED",
+            }.get(status, "RUNNING"),
+            "imageName": record.image,
+            "podType": "INTERRUPTABLE" if record.interruptible else "RESERVED",
+            "costPerHr": wire["cost"],
+            "adjustedCostPerHr": wire["cost"],
+            "gpuCount": (record.gpu or {}).get("count", 0),
+            "vcpuCount": float((record.cpu or {}).get("vcpuCount", 8)),
+            "memoryInGb": float((record.cpu or {}).get("memory", 32)),
+            "containerDiskInGb": record.disk,
+            "volumeInGb": float(persistent.get("size", 0)),
+            "volumeMountPath": persistent.get("path"),
+            "ports": ",".join(record.ports),
+            "env": [f"{k}={v}" for k, v in record.env.items()],
+            "machineId": record.machine_id,
+            "dockerArgs": record.args,
+            "lastStatusChange": record.last_change,
+            "uptimeSeconds": runtime["uptimeInSeconds"] if runtime else 0,
+            "createdAt": iso(record.created_at),
+            "machine": {
+                "podHostId": record.ssh_user,
+                "gpuTypeId": (record.gpu or {}).get("id"),
+                "gpuDisplayName": (self.catalog.gpu((record.gpu or {}).get("id", "")) or {}).get(
+                    "name"
+                ),
+                "dataCenterId": record.data_center_id,
+                "location": record.data_center_id,
+                "secureCloud": record.cloud == "SECURE",
+            },
+            "runtime": runtime,
+        }
+
+    def _deploy(self, args: dict[str, Any], *, bid: float | None) -> dict[str, Any]:
+        gpu_id, count = args.get("gpuTypeId"), int(args.get("gpuCount") or 1)
+        row = self.catalog.gpu(gpu_id or "")
+        if row is None:
+            raise GraphQLError(NO_CAPACITY)
+        cloud_type = args.get("cloudType") or "ALL"
+        clouds = ["SECURE", "COMMUNITY"] if cloud_type == "ALL" else [cloud_type]
+        clouds = [
+            c
+            for c in clouds
+            if row[c.lower()] and (bid is None or row["spotPrice"][c.lower()] is not None)
+        ]
+        if bid is not None and clouds:
+            floor = min(row["spotPrice"][c.lower()] for c in clouds)
+            if bid < floor:
+                raise GraphQLError(
+                    f"Your bid of ${bid:.3f}/hr per GPU is below the minimum bid price "
+                    f"of ${floor:.3f}."
+                )
+            clouds = [c for c in clouds if row["spotPrice"][c.lower()] <= bid]
+        if not clouds:
+            raise GraphQLError(NO_CAPACITY)
+        ports = [p.strip() for p in (args.get("ports") or "").split(",") if p.strip()]
+        volume = int(args.get("volumeInGb") or 0)
+        mounts = (
+            {
+                "persistent": {
+                    "size": max(10, volume),
+                    "path": args.get("volumeMountPath") or "/workspace",
+                }
+            }
+            if volume
+            else {}
+        )
+        last: PodError | None = None
+        for cloud in clouds:
+            try:
+                record = self.store.create(
+                    name=args.get("name") or "runpod-pod",
+                    image=args.get("imageName") or "runpod/base:latest",
+                    gpu_id=row["id"],
+                    gpu_count=count,
+                    cloud=cloud,
+                    data_center_ids=[args["dataCenterId"]] if args.get("dataCenterId") else (),
+                    country_codes=[args["countryCode"]] if args.get("countryCode") else (),
+                    ports=ports,
+                    env={e["key"]: e["value"] for e in args.get("env") or []},
+                    disk=int(args.get("containerDiskInGb") or 50),
+                    args=args.get("dockerArgs") or "",
+                    mounts=mounts,
+                    interruptible=bid is not None,
+                    bid_per_gpu=bid,
+                )
+            except PodError as exc:
+                last = exc
+                continue
+            return self.pod(record)
+        raise GraphQLError(NO_CAPACITY if last is None or last.status == 400 else last.detail)
+
+    def rent_interruptable(self, _root: Any, _info: Any, input: dict[str, Any]) -> Any:
+        return self._deploy(input, bid=float(input["bidPerGpu"]))
+
+    def deploy_on_demand(self, _root: Any, _info: Any, input: dict[str, Any]) -> Any:
+        return self._deploy(input, bid=None)
+
+    def _act(self, pod_id: str, action: str) -> Any:
+        try:
+            return self.pod(self.store.act(pod_id, action))
+        except PodError as exc:
+            raise GraphQLError(exc.detail) from None
+
+    def pod_query(self, _root: Any, _info: Any, input: dict[str, Any]) -> Any:
+        try:
+            return self.pod(self.store.get(input["podId"]))
+        except PodError:
+            return None
+
+    def myself(self, _root: Any, _info: Any) -> Any:
+        return {"id": "user_sandbox", "pods": [self.pod(p) for p in self.store.all()]}
+
+    def stop(self, _root: Any, _info: Any, input: dict[str, Any]) -> Any:
+        return self._act(input["podId"], "stop")
+
+    def resume(self, _root: Any, _info: Any, input: dict[str, Any]) -> Any:
+        return self._act(input["podId"], "start")
+
+    def terminate(self, _root: Any, _info: Any, input: dict[str, Any]) -> None:
+        self._act(input["podId"], "terminate")
+
+
+def _schema(r: _Resolvers) -> GraphQLSchema:
+    schema = build_schema(SDL)
+    wire: dict[tuple[str, str], Callable[..., Any]] = {
+        ("Query", "gpuTypes"): r.gpu_types,
+        ("Query", "pod"): r.pod_query,
+        ("Query", "myself"): r.myself,
+        ("GpuType", "lowestPrice"): r.lowest_price,
+        ("Mutation", "podRentInterruptable"): r.rent_interruptable,
+        ("Mutation", "podFindAndDeployOnDemand"): r.deploy_on_demand,
+        ("Mutation", "podStop"): r.stop,
+        ("Mutation", "podResume"): r.resume,
+        ("Mutation", "podTerminate"): r.terminate,
+    }
+    for (type_name, field_name), resolve in wire.items():
+        owner = cast(GraphQLObjectType, schema.type_map[type_name])
+        owner.fields[field_name].resolve = resolve
+    return schema
+
+
+def build_graphql_app(
+    store: PodStore, catalog: Catalog, key: str, report: Callable[[str], None]
+) -> ASGIApp:
+    """The GraphQL app: ``POST /graphql`` with ``{"query", "variables"?, "operationName"?}``."""
+    schema = _schema(_Resolvers(store, catalog))
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        response = await _handle(request)
+        await response(scope, receive, send)
+
+    async def _handle(request: Request) -> Response:
+        if request.url.path.rstrip("/").rsplit("/", 1)[-1] != "graphql":
+            return json_response({"errors": [{"message": "Not Found"}]}, 404)
+        if request.method != "POST":
+            return json_response({"errors": [{"message": "use POST"}]}, 405, {"Allow": "POST"})
+        token = bearer_token(request)
+        if token is None and "api_key" in request.query_params:
+            token = request.query_params["api_key"]
+            report(
+                "runpod/graphql POST /graphql: policy: API key sent in the URL (?api_key=); "
+                "send it in the Authorization header"
+            )
+        if token != key:
+            return json_response({"errors": [{"message": "Unauthorized"}]}, 401)
+        try:
+            body = json.loads(await request.body())
+            query = body["query"]
+        except (ValueError, KeyError, TypeError):
+            return json_response({"errors": [{"message": "body must be JSON with a 'query'"}]}, 400)
+        result = graphql_sync(
+            schema,
+            query,
+            variable_values=body.get("variables"),
+            operation_name=body.get("operationName"),
+        )
+        payload: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            payload["errors"] = [e.formatted for e in result.errors]
+        return json_response(payload)
+
+    return app
