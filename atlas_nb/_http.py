@@ -12,15 +12,19 @@ is never replayed; its caller must look the resource up before trying again.
 from __future__ import annotations
 
 import atexit
+import base64
+import contextlib
+import contextvars
 import functools
 import json as jsonlib
 import logging
+import os
 import random
 import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from http.cookiejar import CookieJar
 from typing import Any
@@ -38,7 +42,10 @@ from .errors import (
     parse_retry_after,
 )
 
-__all__ = ["HttpClient", "HttpOption", "RetryPolicy", "client_for", "redact_text", "redact_url"]
+__all__ = [
+    "HttpClient", "HttpOption", "RetryPolicy", "client_for", "deadline", "redact_text",
+    "redact_url", "user_timeout",
+]
 
 HttpOption = httpx.Client | httpx.BaseTransport | Mapping[str, Any] | None
 
@@ -71,12 +78,54 @@ class RetryPolicy:
 
 NO_RETRY = RetryPolicy(attempts=1)
 
+# A hard stop (``time.monotonic()``) for every request sent in this context: set by the
+# orchestrator's shutdown paths, which have ~2 s in a kernel, so neither a server's
+# ``Retry-After: 5`` nor our own backoff or a 30 s read timeout may outlive them.
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "atlas_nb_http_deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline(at: float | None) -> Iterator[None]:
+    """Inside the block, requests end by ``at`` (``time.monotonic()``; ``None``: no cap):
+    it caps each request's timeouts, and a retry whose wait would pass it is not made
+    (the last answer is returned, or the transport error raised). Nested blocks keep
+    the earlier deadline. Context-local: a thread sets its own."""
+    if at is None:
+        yield
+        return
+    outer = _deadline.get()
+    token = _deadline.set(at if outer is None else min(at, outer))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _time_left() -> float | None:
+    at = _deadline.get()
+    return None if at is None else at - time.monotonic()
+
+
 _shared_lock = threading.Lock()
 _shared: httpx.Client | None = None
 _by_transport: weakref.WeakKeyDictionary[httpx.BaseTransport, httpx.Client] = (
     weakref.WeakKeyDictionary()
 )
 _by_options: dict[str, httpx.Client] = {}
+
+
+def _forget_pools_in_child() -> None:
+    """After ``os.fork()`` the child must not share the parent's keep-alive sockets (two
+    processes writing one TLS stream corrupt both): it drops the pooled clients, unclosed
+    (closing would shut the parent's connections too), and builds its own on first use."""
+    global _shared, _shared_lock
+    _shared_lock = threading.Lock()  # a lock held by another thread at fork stays held
+    _shared = None
+    _by_options.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 
 def client_for(http: HttpOption = None) -> httpx.Client:
@@ -112,6 +161,51 @@ def client_for(http: HttpOption = None) -> httpx.Client:
     )
 
 
+def user_timeout(http: HttpOption) -> httpx.Timeout | None:
+    """The timeout the user chose through ``http=``, or ``None`` when they chose none.
+
+    An ``httpx.Client`` brings its ``timeout`` unless that is httpx's untouched default
+    (5 s for every phase), which a client cannot tell apart from no choice: honouring it
+    would cut every 60 s Fly ``/wait`` short and fail calls that used to get 30 s. A dict
+    brings its ``"timeout"`` key. A transport, or no ``http=`` at all, sets no cap.
+    """
+    if isinstance(http, httpx.Client):
+        return None if http.timeout == _HTTPX_DEFAULT_TIMEOUT else http.timeout
+    if isinstance(http, Mapping) and "timeout" in http:
+        chosen = http["timeout"]
+        return chosen if isinstance(chosen, httpx.Timeout) else httpx.Timeout(chosen)
+    return None
+
+
+def _effective_timeout(
+    requested: float | httpx.Timeout | None, cap: float | httpx.Timeout | None
+) -> httpx.Timeout:
+    """The timeout one request is sent with: its own (or ``DEFAULT_TIMEOUT``), each phase
+    (connect, read, write, pool) capped by ``cap`` (the user's ``http=`` timeout, or any
+    other bound on how long a caller may wait). ``None`` in a phase means "no limit"."""
+    if requested is None:
+        want = DEFAULT_TIMEOUT
+    else:
+        want = requested if isinstance(requested, httpx.Timeout) else httpx.Timeout(requested)
+    if cap is None:
+        return want
+    bound = cap if isinstance(cap, httpx.Timeout) else httpx.Timeout(cap)
+
+    def least(a: float | None, b: float | None) -> float | None:
+        return b if a is None else a if b is None else min(a, b)
+
+    return httpx.Timeout(
+        connect=least(want.connect, bound.connect), read=least(want.read, bound.read),
+        write=least(want.write, bound.write), pool=least(want.pool, bound.pool),
+    )
+
+
+_HTTPX_DEFAULT_TIMEOUT = httpx.Timeout(5.0)  # what httpx.Client() uses when not told
+LONG_POLL_MARGIN_S = 1.0
+"""How much shorter than the user's read timeout a server-held window must be: room for
+the round trip and for a server that answers a little after its window closes."""
+
+
 class _NoCookies(CookieJar):
     """A jar that keeps nothing, for the clients built here: every provider API is
     token-authenticated, and stdlib cookie parsing costs more per request than the rest
@@ -134,8 +228,16 @@ def _parsed(url: str) -> httpx.URL:
 def _closed_at_exit(client: httpx.Client) -> httpx.Client:
     # Pooled keep-alive sockets would otherwise be garbage-collected open at interpreter
     # exit, each a ResourceWarning (e.g. after a sandbox that served them has stopped).
-    atexit.register(client.close)
+    atexit.register(_close_if_made_here, client, os.getpid())
     return client
+
+
+def _close_if_made_here(client: httpx.Client, pid: int) -> None:
+    # A forked child inherits this handler but not the threads of its parent: a pool lock
+    # one of them held at the fork stays held forever, and closing would hang the child's
+    # exit. The child's sockets are the parent's anyway; they close with the process.
+    if os.getpid() == pid:
+        client.close()
 
 
 class _RedactUrls(logging.Filter):
@@ -173,11 +275,62 @@ def redact_url(url: str) -> str:
 
 
 def redact_text(text: str, secrets: Iterable[str | None]) -> str:
-    """Replace every occurrence of each (non-trivial) secret in ``text``."""
+    """Replace every occurrence of each (non-trivial) secret in ``text``.
+
+    Besides the plain secret, this catches the forms a server is likely to echo it in:
+    URL-encoded (``quote``, ``quote_plus``, any mix of escaped and literal characters,
+    either hex case) and base64 (standard or urlsafe, padded or not, also inside a longer
+    encoded string such as an HTTP Basic ``user:key`` pair).
+    """
     for secret in secrets:
-        if secret and len(secret) >= 6:
-            text = text.replace(secret, REDACTED)
+        if secret and len(secret) >= _MIN_SECRET_LEN:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+            text = _encoded_forms(secret).sub(REDACTED, text)
     return text
+
+
+_MIN_SECRET_LEN = 6
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded_forms(secret: str) -> re.Pattern[str]:
+    """One pattern matching ``secret`` URL-encoded or base64-encoded at any alignment."""
+    return re.compile("|".join([_percent_pattern(secret), *_base64_cores(secret.encode())]))
+
+
+def _percent_pattern(secret: str) -> str:
+    # Every character may appear as itself or as its %XX escapes (in either hex case); a
+    # space may also be '+' (quote_plus). This covers quote(safe=...) for any safe set.
+    parts = []
+    for char in secret:
+        escaped = "".join(
+            "%" + "".join(f"[{d.upper()}{d.lower()}]" if d.isalpha() else d for d in f"{b:02X}")
+            for b in char.encode()
+        )
+        choices = [re.escape(char), escaped] + (["\\+"] if char == " " else [])
+        parts.append("(?:" + "|".join(choices) + ")")
+    return "".join(parts)
+
+
+def _base64_cores(raw: bytes) -> list[str]:
+    """Base64 of ``raw`` as it reads inside any longer base64 string, one per alignment.
+
+    Base64 turns 3 bytes into 4 characters, so the characters that encode ``raw`` depend
+    on its offset (mod 3) in the encoded data, and the first and last may mix in bits of
+    the neighbours. For each offset keep only the characters made of ``raw``'s bits alone;
+    padding never falls inside them. '+' and '/' also match urlsafe '-' and '_'.
+    """
+    cores = []
+    for offset in range(3):
+        stream = bytes(offset) + raw + bytes(2)
+        encoded = base64.b64encode(stream).decode()
+        first_bit, end_bit = 8 * offset, 8 * (offset + len(raw))
+        chars = [encoded[i] for i in range(len(encoded))
+                 if 6 * i >= first_bit and 6 * i + 6 <= end_bit]
+        if len(chars) >= _MIN_SECRET_LEN:
+            cores.append("".join({"+": "[+-]", "/": "[/_]"}.get(c, c) for c in chars))
+    return cores
 
 
 def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
@@ -200,6 +353,12 @@ def decode(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return response.text
+
+
+def _fits(wait: float) -> bool:
+    """Whether waiting ``wait`` s still leaves time for another attempt before the deadline."""
+    left = _time_left()
+    return left is None or wait < left
 
 
 class HttpClient:
@@ -237,12 +396,28 @@ class HttpClient:
         self._secrets = tuple(s for s in secrets if s)
         self._http = http
         self._client = client_for(http)
+        self._pid = os.getpid()
+        self._cap = user_timeout(http)
         _install_log_filter()
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
 
     def __repr__(self) -> str:
         return f"HttpClient({self.provider!r}, api={self.api!r}, base_url={self.base_url!r})"
+
+    @property
+    def timeout_cap(self) -> httpx.Timeout | None:
+        """The user's ``http=`` timeout that caps every request (``None``: no cap)."""
+        return self._cap
+
+    def poll_window(self, want_s: float) -> float:
+        """The longest server-held window (seconds, at most ``want_s``) that ends inside
+        the user's read timeout, ``LONG_POLL_MARGIN_S`` before it; ``want_s`` without a
+        cap. Long polls (Fly ``/wait``, RunPod ``/runsync``) ask the server for this, so
+        the answer arrives before the user's timeout cuts the request off. May be <= 0.
+        """
+        read = self._cap.read if self._cap is not None else None
+        return want_s if read is None else min(want_s, read - LONG_POLL_MARGIN_S)
 
     def request(
         self,
@@ -303,23 +478,36 @@ class HttpClient:
         policy = (retry or self.retry) if replayable else NO_RETRY
         merged = {**self._headers, **headers} if headers else self._headers
         clean_params = {k: v for k, v in params.items() if v is not None} if params else None
+        want = DEFAULT_TIMEOUT if timeout is None else timeout
+        sent_with = _effective_timeout(want, self._cap)
+        # Cut short by the user's own timeout: replaying would only make them wait as long
+        # again, past the time they said they would wait.
+        user_bound = sent_with != _effective_timeout(want, None)
         attempt = 0
         while True:
             attempt += 1
             started = time.perf_counter()
-            if self._client.is_closed and not isinstance(self._http, httpx.Client):
-                # A pooled client closed by its atexit handler: later atexit cleanups
-                # (the orchestrator's terminates) still need one.
+            if (self._client.is_closed or self._pid != os.getpid()) and not isinstance(
+                    self._http, httpx.Client):
+                # A pooled client closed by its atexit handler (later atexit cleanups, the
+                # orchestrator's terminates, still need one), or the parent's after a fork.
                 self._client = client_for(self._http)
+                self._pid = os.getpid()
+            left = _time_left()
+            if left is not None and left <= 0:
+                raise Timeout(f"{method} {redact_url(url)} not sent: the shutdown deadline "
+                              "passed", provider=self.provider)
             try:
                 response = self._client.request(
                     method, _parsed(url), json=json, content=content, params=clean_params,
-                    headers=merged, timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+                    headers=merged, timeout=_effective_timeout(sent_with, left),
                 )
             except httpx.TransportError as exc:
                 self._emit(method, url, None, started, attempt, type(exc).__name__)
-                if attempt < policy.attempts:
-                    self._sleep(policy.delay(attempt, None))
+                wait = policy.delay(attempt, None)
+                timed_out = isinstance(exc, httpx.TimeoutException)
+                if attempt < policy.attempts and _fits(wait) and not (timed_out and user_bound):
+                    self._sleep(wait)
                     continue
                 kind = Timeout if isinstance(exc, httpx.TimeoutException) else TransportError
                 msg = redact_text(f"{type(exc).__name__}: {exc}", self._secrets)
@@ -330,6 +518,8 @@ class HttpClient:
             status = response.status_code
             if status in _RETRY_STATUSES and attempt < policy.attempts:
                 wait = policy.delay(attempt, parse_retry_after(response.headers.get("retry-after")))
+                if not _fits(wait):
+                    return response  # the deadline comes first: the caller sees this answer
                 response.close()
                 self._sleep(wait)
                 continue

@@ -408,4 +408,9 @@ def sign_compute_url(
         url = compute.url.rstrip("/") + port_or_url
     else:
         url = port_or_url
+    if not handle.token:  # dumps never carry it (AuthHandle.token is excluded)
+        raise ValidationError(
+            f"the auth handle of compute {compute.id} holds no secret (a Compute loaded from "
+            "a dump never does); pass the handle spawn_compute returned as auth="
+        )
     return sign_url(url, secret=handle.token, expires_in=expires_in, now=now)

@@ -38,6 +38,12 @@ COMPUTE_STATUSES: tuple[str, ...] = ComputeStatus.__args__  # type: ignore[attr-
 JOB_STATUSES: tuple[str, ...] = JobStatus.__args__  # type: ignore[attr-defined]
 FINAL_JOB_STATUSES = frozenset({"completed", "failed", "cancelled", "timed_out"})
 _PORT_RE = re.compile(r"^\s*(\d+)\s*(?:/\s*([A-Za-z]+))?\s*$")
+# Label keys and values every cloud with labels can store as they are: Lambda's tag keys
+# (``RequestedTagEntry``: ``^[a-z][a-z0-9-:]+$``, at most 55 characters; values at most
+# 128; specs/lambda/lambda-cloud-api-openapi-1.8.3.json) are the strictest; Fly's
+# ``config.metadata`` takes any string map (specs/fly/machines-openapi3.json).
+_LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9-]{1,54}$")
+LABEL_VALUE_MAX = 128
 
 # What to tell a user, per field, when pydantic's own message is too generic.
 _FIXES: dict[str, str] = {
@@ -48,6 +54,8 @@ _FIXES: dict[str, str] = {
     "auth": "use auth='none', 'bearer' or 'signed_url'",
     "mode": "use mode='async' or mode='sync'",
     "cloud_type": "use cloud_type='any', 'secure' or 'community'",
+    "labels": "write labels as {'team': 'vision'}: keys of 2-55 lowercase letters, digits or "
+              "'-' starting with a letter, string values of at most 128 characters",
 }
 
 
@@ -137,24 +145,30 @@ class AuthHandle(_Model):
     """How a browser or client authenticates to a pod spawned with ``auth=``.
 
     ``token`` is the bearer token (or, for ``signed_url``, the signing secret). It is
-    shown here once and never appears in ``repr``, ``raw`` or logs; store ``hash``.
+    shown here once and never appears in ``repr``, the HTML repr, ``raw``, logs or
+    ``model_dump()``/``model_dump_json()``; store ``hash``. A Compute loaded back from a
+    dump therefore has ``token`` (and ``header``) ``None``: keep the token yourself.
     """
 
     scheme: Literal["bearer", "signed_url"]
-    token: str = Field(repr=False)
+    # exclude=True: a dump is what gets logged, cached, pickled to JSON or pasted into an
+    # issue, so it must never carry the credential; the attribute stays readable.
+    token: str | None = Field(default=None, repr=False, exclude=True)
     hash: str | None = None
-    header: str | None = Field(default=None, repr=False)
+    header: str | None = Field(default=None, repr=False, exclude=True)
     env_var: str = "ATLAS_PRESHARED_KEY"
 
     def headers(self) -> dict[str, str]:
-        """Request headers that authenticate to the pod (bearer scheme)."""
-        if self.scheme != "bearer":
+        """Request headers that authenticate to the pod (bearer scheme; empty without a token)."""
+        if self.scheme != "bearer" or not self.token:
             return {}
         return {"Authorization": f"Bearer {self.token}"}
 
     def _html_fields(self) -> dict[str, Any]:
-        masked = self.token[:4] + "…" if self.token else ""
-        return {"scheme": self.scheme, "token": masked, "hash": self.hash, "env": self.env_var}
+        # Not even a prefix: a few characters of a short token narrow a guess, and notebook
+        # outputs are shared far more widely than the kernel that holds the token.
+        held = "hidden (read .auth.token)" if self.token else "not held (loaded from a dump)"
+        return {"scheme": self.scheme, "token": held, "hash": self.hash, "env": self.env_var}
 
 
 class ComputeRequest(_Model):
@@ -178,7 +192,26 @@ class ComputeRequest(_Model):
     auth: Literal["none", "bearer", "signed_url"] = "none"
     idle_ttl_ms: int | None = Field(default=None, ge=0)
     max_price_per_hour: float | None = Field(default=None, gt=0)
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Key/value labels stored on the compute where the cloud has them (Fly
+    ``config.metadata``, Lambda ``tags``) and read back into ``Compute.labels``; RunPod
+    and Vast keep only the name. The orchestrator stamps its ledger id here."""
     provider_opts: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, v: Any) -> Any:
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            raise ValueError("must be a dict of key -> value")
+        for key, val in v.items():
+            if not isinstance(key, str) or not _LABEL_KEY_RE.match(key):
+                raise ValueError(f"label key {key!r} is not portable")
+            if not isinstance(val, str) or len(val) > LABEL_VALUE_MAX:
+                raise ValueError(f"labels[{key!r}] must be a string of at most "
+                                 f"{LABEL_VALUE_MAX} characters")
+        return v
 
     @field_validator("gpu", mode="before")
     @classmethod
@@ -255,6 +288,8 @@ class Compute(_Model):
     name: str | None = None
     auth: AuthHandle | None = None
     created_at: datetime | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    """The labels the cloud stores on it (Fly metadata, Lambda tags; empty elsewhere)."""
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
 
     @field_validator("cost_per_hour", mode="before")

@@ -45,7 +45,7 @@ def test_demo_executes_the_quickstart_and_prints_a_summary(tmp_path: Path) -> No
     def result(source: str) -> str:
         return next(v for k, v in cell.items() if k.startswith(source))
 
-    pod = re.search(r"spawned (\w+) \(atlas-\w+-quickstart-\w+\) on runpod, tracked",
+    pod = re.search(r"spawned (\w+) \(atlas-\w+-\w+-quickstart-\w+\) on runpod, tracked",
                     result("%%atlas spawn"))
     assert pod is not None
     assert f"pod {pod.group(1)} is running at https://{pod.group(1)}-8000.proxy" in result(

@@ -350,7 +350,7 @@ def test_store_loose_permissions_are_tightened(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["garbage", "lost_key", "bad_key", "wrong_layout"])
-def test_corrupt_store_is_recreated_with_a_warning(tmp_path: Path, damage: str) -> None:
+def test_corrupt_store_is_moved_aside_with_a_warning(tmp_path: Path, damage: str) -> None:
     store = TokenStore(tmp_path)
     store.put("a", "t", source="cli", expires_at=None)
     if damage == "garbage":
@@ -364,7 +364,7 @@ def test_corrupt_store_is_recreated_with_a_warning(tmp_path: Path, damage: str) 
 
         fernet = Fernet(store.key_path.read_bytes())
         store.data_path.write_bytes(fernet.encrypt(json.dumps({"version": 99}).encode()))
-    with pytest.warns(TokenStoreWarning, match="recreating"):
+    with pytest.warns(TokenStoreWarning, match="moved aside"):
         assert store.get("a") is None
     store.put("b", "t2", source="cli", expires_at=None)  # usable again, no warning
     assert store.get("b") is not None

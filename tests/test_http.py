@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +22,7 @@ from atlas_nb._http import (
     decode,
     redact_text,
     redact_url,
+    user_timeout,
 )
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -305,6 +308,52 @@ class TestTimeouts:
         seen = self._seen_timeout(None, sleeps, timeout=2.5)
         assert seen == {"connect": 2.5, "read": 2.5, "write": 2.5, "pool": 2.5}
 
+    @pytest.mark.parametrize(("http", "read"), [
+        ({"timeout": 1}, 1.0), ({"timeout": httpx.Timeout(9, read=2)}, 2.0),
+        ({"timeout": None}, None), ({}, "no cap"), (None, "no cap"),
+        (httpx.MockTransport(lambda r: httpx.Response(200)), "no cap"),
+        (httpx.Client(timeout=2), 2.0), (httpx.Client(timeout=None), None),
+        (httpx.Client(), "no cap"),  # httpx's own 5 s default is nobody's choice
+    ])
+    def test_the_users_timeout(self, http: Any, read: Any) -> None:
+        cap = user_timeout(http)
+        if read == "no cap":
+            assert cap is None
+        else:
+            assert cap is not None and cap.read == read
+
+    def test_the_users_timeout_caps_each_phase(self, sleeps: Sleeps) -> None:
+        seen: dict[str, Any] = {}
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            seen.update(request.extensions["timeout"])
+            return httpx.Response(200)
+
+        user = httpx.Client(transport=httpx.MockTransport(handler),
+                            timeout=httpx.Timeout(1.5, connect=40))
+        make(user, sleeps).request("GET", "/t", timeout=httpx.Timeout(75, connect=10))
+        assert seen == {"connect": 10, "read": 1.5, "write": 1.5, "pool": 1.5}
+
+    def test_a_timeout_the_user_set_is_not_retried(self, sleeps: Sleeps) -> None:
+        server = Server(httpx.ReadTimeout("slow"), httpx.Response(200, json={}))
+        user = httpx.Client(transport=server.transport, timeout=1)
+        with pytest.raises(atlas_nb.Timeout):
+            make(user, sleeps).request("GET", "/t")
+        assert len(server.requests) == 1 and sleeps == []
+
+    def test_other_timeouts_still_are(self, sleeps: Sleeps) -> None:
+        server = Server(httpx.ReadTimeout("slow"), httpx.Response(200, json={"ok": 1}))
+        assert make(server, sleeps).request("GET", "/t") == {"ok": 1}
+        assert len(server.requests) == 2
+
+    @pytest.mark.parametrize(("http", "want", "window"), [
+        (None, 60.0, 60.0), ({"timeout": 5}, 60.0, 4.0), ({"timeout": 30}, 5.0, 5.0),
+        ({"timeout": 1}, 60.0, 0.0), ({"timeout": None}, 60.0, 60.0),
+    ])
+    def test_poll_window(self, sleeps: Sleeps, http: Any, want: float, window: float) -> None:
+        client = HttpClient(provider="fly", api="machines", base_url=BASE, http=http)
+        assert client.poll_window(want) == window
+
 
 class TestTelemetry:
     KEYS = frozenset(
@@ -414,3 +463,63 @@ class TestRedaction:
         assert "sk-in-header-123" not in repr(client)
         assert repr(client) == f"HttpClient('runpod', api='rest', base_url='{BASE}')"
 
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_never_shares_the_parents_pooled_connections() -> None:
+    from atlas_nb import _http
+
+    parent_shared = _http.client_for(None)
+    parent_opts = _http.client_for({"timeout": 7})
+    client = _http.HttpClient(provider="runpod", api="rest", base_url="http://127.0.0.1:9")
+    assert client._client is parent_shared
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only when nothing of the parent's pools is reused
+        try:
+            fresh = _http.client_for(None) is not parent_shared
+            fresh_opts = _http.client_for({"timeout": 7}) is not parent_opts
+            with contextlib.suppress(atlas_nb.AtlasError):  # port 9: refused, at once
+                client.send("GET", "/", retry=_http.NO_RETRY)
+            swapped = client._client is not parent_shared
+            os._exit(0 if fresh and fresh_opts and swapped else 3)
+        except BaseException:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _http.client_for(None) is parent_shared  # the parent keeps its pool
+
+
+_FORK_WHILE_A_THREAD_HOLDS_THE_POOL = """
+import os, sys, threading, time
+from atlas_nb import _http
+pool = _http.client_for(None)._transport._pool
+held, done = threading.Event(), threading.Event()
+def hold():  # a request in flight in another thread owns the pool's lock at the fork
+    with pool._optional_thread_lock:
+        held.set()
+        done.wait()
+threading.Thread(target=hold, daemon=True).start()
+held.wait()
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # a normal exit: the inherited atexit handlers run in the child
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    if os.waitpid(pid, os.WNOHANG)[0]:
+        done.set()
+        sys.exit(0)
+    time.sleep(0.05)
+os.kill(pid, 9)
+done.set()
+sys.exit("the forked child hung at exit")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_exits_although_a_parent_thread_held_the_pool() -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _FORK_WHILE_A_THREAD_HOLDS_THE_POOL],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr

@@ -222,7 +222,7 @@ _HOOKS = textwrap.dedent("""
     orch.default()  # building the default orchestrator installs nothing either
     print(sorted(kernel.installed()), signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
     orch.spawn(provider="mock", image="img:1")
-    print(sorted(kernel.installed()), signal.getsignal(signal.SIGTERM) is kernel._on_sigterm)
+    print(sorted(kernel.installed()), signal.getsignal(signal.SIGTERM) is kernel._on_signal)
 """)
 
 
@@ -230,7 +230,8 @@ def test_hooks_are_installed_on_first_track_not_on_import() -> None:
     proc = subprocess.run([sys.executable, "-c", _HOOKS], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["[] True", "[] True", "['atexit', 'sigterm'] True"]
+    assert proc.stdout.splitlines() == ["[] True", "[] True",
+                                        "['atexit', 'sighup', 'sigterm'] True"]
 
 
 _OUTSIDE = textwrap.dedent("""

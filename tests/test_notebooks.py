@@ -156,7 +156,7 @@ def test_quickstart_spawns_calls_through_the_verifier_and_terminates(runs: dict[
     _assert_clean_run(run)
     assert len(run.secrets) == 2, "the pod got a bearer token and a signing secret"
     spawn = run.outputs(run.cell("%%atlas spawn"))
-    pod_id = re.search(r"spawned (\w+) \(atlas-\w+-quickstart-\w+\) on runpod, tracked",
+    pod_id = re.search(r"spawned (\w+) \(atlas-\w+-\w+-quickstart-\w+\) on runpod, tracked",
                        spawn).group(1)  # type: ignore[union-attr]
     shown = run.outputs(run.cell("from atlas_nb.auth import sign_url"))
     assert f"pod {pod_id} is running at https://{pod_id}-8000.proxy.runpod.net" in shown
@@ -247,7 +247,7 @@ def test_orchestrator_reaps_idle_refuses_over_budget_and_reaps_orphans(runs: dic
     assert run.reports[dry_run].source == "%atlas reap"  # the next cell
     reaped = run.outputs(dry_run + 1)
     assert re.search(rf"did: terminate runpod:{orphan} .*owner dead .* ok", reaped)
-    ledger = {re.sub(r"^atlas-\w+-|-\w+$", "", row[1]): row[2:]
+    ledger = {re.sub(r"^atlas-\w+-\w+-|-\w+$", "", row[1]): row[2:]
               for row in run.rows(run.cell("left = demo.shutdown()"))}
     assert ledger["idle-demo"][:2] == ["terminated", "idle"]
     assert ledger["within-budget"][:2] == ["terminated", "shutdown"]

@@ -158,7 +158,7 @@ def test_config_section_is_read_and_validated(config_file: Path, tmp_path: Path)
         "alice-", None, 30.0, ("runpod",))
     assert (s.max_hourly_spend, s.max_total_spend, s.heartbeat_interval_s) == (5.0, 50.5, 2.0)
     c = o.spawn(provider="mock", gpu="h100", image="i")
-    assert c.name is not None and c.name.startswith(f"alice-{o.session_id}-")
+    assert c.name is not None and c.name.startswith(f"alice-{o.ledger.ledger_id}-{o.session_id}-")
     o.shutdown()
     # constructor arguments win over the file
     o2 = Orchestrator(ledger_path=tmp_path / "l.sqlite3", background=False, kernel_hooks=False,

@@ -40,7 +40,8 @@ def spawn(o: Orchestrator, **kw: object) -> atlas.Compute:
 def test_spawn_names_records_and_tracks(orch: Orchestrator, provider: FlakyProvider,
                                         clock: Clock) -> None:
     c = spawn(orch, name="My Model!", user_id="ada")
-    assert c.name is not None and c.name.startswith(f"atlas-{orch.session_id}-my-model-")
+    assert c.name is not None and c.name.startswith(
+        f"atlas-{orch.ledger.ledger_id}-{orch.session_id}-my-model-")
     assert session_of(c.name, "atlas-") == orch.session_id
     assert [x.id for x in provider.live()] == [c.id]
     (t,) = orch.tracked()

@@ -71,6 +71,22 @@ def test_every_feature_row_links_its_docs_page() -> None:
         assert re.search(r"\]\(docs/[\w-]+\.md\) \|$", row), f"no docs link in: {row}"
 
 
+def test_every_guarantee_names_the_tests_that_prove_it() -> None:
+    """Each promise in the Guarantees table cites tests (or a benchmark) that exist, and the
+    tests it cites define the test functions the row relies on."""
+    table = _section(README.read_text(encoding="utf-8"), "Guarantees")
+    rows = [r for r in table.splitlines() if r.startswith("| ") and not r.startswith("| promise")]
+    assert len(rows) >= 12
+    for row in rows:
+        cited = re.findall(r"`((?:tests|bench)/[\w/]+\.py)(?:::(\w+))?`", row.rsplit(" | ", 1)[-1])
+        assert cited, f"no test cited in: {row}"
+        for path, func in cited:
+            source = (ROOT / path).read_text(encoding="utf-8")
+            assert path.startswith("bench/") or "def test" in source, path
+            assert not func or f"def {func}(" in source, f"{path}::{func}"
+    assert "**Not guaranteed:**" in table
+
+
 def _slug(heading: str) -> str:
     """The anchor python-markdown's toc (and GitHub) gives a heading."""
     text = re.sub(r"[`*]|!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)

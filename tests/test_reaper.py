@@ -29,6 +29,7 @@ ME = current()
 DEAD = Owner(ME.host, ME.pid, "another-boot:1")  # our pid, another start time: reused
 ELSEWHERE = Owner("another-host", 4242, "x:1")
 SESSION, OTHER = "0a0a0a0a", "0b0b0b0b"
+LEDGER = "0c0c0c"  # the ledger id plan() is told is its own
 
 
 def alive(owner: Owner) -> bool | None:
@@ -51,11 +52,12 @@ def entry(name: str, cid: str | None, *, owner: Owner = ME, session: str = OTHER
 
 
 def name(session: str = OTHER, label: str | None = None) -> str:
-    return compute_name("atlas-", session, label)
+    return compute_name("atlas-", LEDGER, session, label)
 
 
 def run_plan(computes: list[Compute], entries: list[LedgerEntry] = (),  # type: ignore[assignment]
              **kw: object) -> tuple[dict[str, str], dict[str, str]]:
+    kw.setdefault("ledger_id", LEDGER)
     inputs = ReapInputs(prefix="atlas-", own_session=SESSION, now=T0, grace_s=600,
                         listed={"p": computes}, entries=entries, alive=alive, **kw)  # type: ignore[arg-type]
     actions, kept = plan(inputs)
@@ -373,7 +375,8 @@ def test_a_sandbox_session_never_judges_real_cloud_entries(sb: object) -> None:
     ledger = Ledger(atlas.config.data_dir() / "orchestrator.sqlite3")
     atlas.sandbox.detach(sb.url)  # type: ignore[attr-defined]
     try:
-        ledger.record_intent(name=compute_name("atlas-", OTHER, None), provider="runpod",
+        ledger.record_intent(name=compute_name("atlas-", ledger.ledger_id, OTHER, None),
+                             provider="runpod",
                              session_id=OTHER, owner=DEAD, now=time.time())
     finally:
         atlas.sandbox.attach(sb.url)  # type: ignore[attr-defined]
@@ -386,3 +389,24 @@ def test_a_sandbox_session_never_judges_real_cloud_entries(sb: object) -> None:
     entry = ledger.entry(real.name)
     assert entry is not None and entry.state == "live"  # still there for a real-cloud reap
     ledger.close()
+
+
+# -- `atlas-nb reap` usage, --only and --keys-from-stdin (issue 13, items 5 and 12) -------
+def _reap_cli(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "atlas_nb.cli", "reap", *argv], input=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_reap_cli_usage_errors_are_one_line_with_a_suggestion() -> None:
+    run = _reap_cli("--provider", "runpd")
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.count("\n") == 1 and "did you mean 'runpod'" in run.stderr
+    bad = _reap_cli("--keys-from-stdin", stdin="{not json")
+    assert bad.returncode == 2 and "--keys-from-stdin" in bad.stderr
+
+
+def test_reap_cli_only_with_nothing_open_is_ok_and_takes_keys_on_stdin() -> None:
+    run = _reap_cli("--only", "nosuchid", "--retry-for", "5", "--keys-from-stdin",
+                    stdin='{"runpod": "rp-secret-key"}')
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "rp-secret-key" not in run.stdout + run.stderr

@@ -241,7 +241,7 @@ def test_5xx_without_a_pod_is_retried_after_a_lookup(
     c = rp.spawn_compute(atlas.ComputeRequest(gpu="h100", image="i:1"))
     assert len(sent.sent("POST", "/v2/pods")) == 3 and list(sb.runpod.pods) == [c.id]
     assert len(sent.sent("GET", "/v2/pods")) == 2  # one lookup before each retry
-    assert sleeps == [0.5, 1.0]
+    assert sleeps == [1.0, 1.0]  # backoff 0.5, 1.0 s, each at least CreateRetry.settle_s
 
 
 def test_a_same_named_pod_without_our_marker_is_not_taken(sb: Sandbox, rp: RunPod) -> None:

@@ -75,6 +75,59 @@ def test_drop_never_reaches_the_cloud(sb: Sandbox, rest: httpx.Client) -> None:
     assert rest.get("/v2/pods").status_code == 200  # other routes are untouched
 
 
+def _wait_for(predicate: Any, what: str) -> None:
+    """Poll until ``predicate()`` (a generous deadline: this waits for work, times nothing)."""
+    deadline = time.monotonic() + 30
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_late_commit_drops_the_client_then_applies_the_create(
+    sb: Sandbox, rest: httpx.Client
+) -> None:
+    name = f"late-{id(rest)}"
+    rule = sb.faults("runpod:POST /v2/pods", sequence=["late:200"])
+    with pytest.raises(httpx.TransportError):
+        rest.post("/v2/pods", json={**POD, "name": name})
+    assert rule.injected == {"late:200": 1}
+    _wait_for(lambda: _names(sb, name) == 1, "the late commit never landed")
+    assert sb.stats()["faults"] == {"late:200": 1}
+    assert sb.violations == []  # the replayed request was checked like any other
+
+
+def test_late_commit_rate_and_its_json_round_trip(sb: Sandbox, rest: httpx.Client) -> None:
+    name = f"late-rate-{id(rest)}"
+    rule = sb.faults("runpod:POST /v2/pods", late_commit_rate=1.0, late_commit_ms=0, count=1)
+    with pytest.raises(httpx.TransportError):
+        rest.post("/v2/pods", json={**POD, "name": name})
+    _wait_for(lambda: _names(sb, name) == 1, "the late commit never landed")
+    assert rule.injected == {"late:0": 1}
+    params = json.loads(json.dumps(rule.to_dict()))
+    assert (params["late_commit_rate"], params["late_commit_ms"]) == (1.0, 0)
+    assert Faults()(**params).to_dict() == rule.to_dict()
+    scripted = Faults()("*", sequence=["late:1500", "pass"])
+    assert scripted.to_dict()["sequence"] == ["late:1500", None]
+    assert Faults()(**json.loads(json.dumps(scripted.to_dict()))).to_dict() == scripted.to_dict()
+
+
+@pytest.mark.parametrize("bad", [{"sequence": ["late:-1"]}, {"sequence": ["late:soon"]},
+                                 {"sequence": ["late:"]}, {"late_commit_ms": -5},
+                                 {"late_commit_rate": 0.6, "drop_rate": 0.6}])
+def test_bad_late_commit_options_are_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Faults()("*", **bad)
+
+
+def test_late_commit_over_the_control_api(sb: Sandbox) -> None:
+    with sb.control() as ctl, sb.client(base_url=f"{sb.url}/runpod/rest", headers=AUTH) as rest:
+        remote = ctl.faults("runpod/rest:POST /v2/pods", sequence=["late:50"])
+        assert remote.data["sequence"] == ["late:50"]
+        with pytest.raises(httpx.TransportError):
+            rest.post("/v2/pods", json={**POD, "name": "late-remote"})
+    _wait_for(lambda: _names(sb, "late-remote") == 1, "the late commit never landed")
+
+
 def test_429_carries_retry_after_and_problem_json(sb: Sandbox, rest: httpx.Client) -> None:
     sb.faults("GET /v2/pods", rate_limit_429=1.0, retry_after_s=7)
     r = rest.get("/v2/pods")

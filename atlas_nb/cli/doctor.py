@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from . import command
-from .exit_codes import FAILURE, OK
+from .exit_codes import OK, failure
 
 __all__ = ["doctor"]
 
@@ -26,9 +26,14 @@ def _doctor_args(p: argparse.ArgumentParser) -> None:
     args=_doctor_args,
 )
 def doctor(args: argparse.Namespace) -> int:
-    """Print the report; with --strict, 1 when any check warns or fails."""
+    """Print the report (stdout); with --strict, 1 when any check warns or fails, with one
+    stderr line naming them."""
     from ..doctor import diagnose
 
     report = diagnose()
-    print(report)
-    return OK if report.ok or not args.strict else FAILURE
+    print(report, flush=True)
+    if report.ok or not args.strict:
+        return OK
+    bad = [c.topic for c in report.checks if c.level not in ("ok", "info")]
+    return failure("atlas-nb doctor", f"{len(bad)} check(s) warn or fail under --strict: "
+                   f"{', '.join(bad)}", fix="fix what the report above says for each")

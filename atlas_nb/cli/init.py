@@ -30,7 +30,7 @@ from pathlib import Path
 from .. import config
 from ..migrations import CONFIG_SCHEMA_VERSION, config_version
 from . import command
-from .exit_codes import FAILURE, OK
+from .exit_codes import OK, failure
 
 __all__ = ["CONFIG_TEMPLATE", "EXTENSION_LINE", "init", "ipython_profile_dir", "upgrade"]
 
@@ -54,12 +54,13 @@ schema_version: {CONFIG_SCHEMA_VERSION}  # managed by `atlas-nb upgrade`; do not
 #     default_app: my-app         # the app machines are spawned in and listed from
 #     org_slug: personal          # the org of apps made with provider_opts create_app
 # orchestrator:                   # tracked computes (atlas_nb.orchestrator.settings)
-#   name_prefix: atlas-           # names {{prefix}}{{session}}-...: what the reaper may touch
+#   name_prefix: atlas-           # names {{prefix}}{{ledger}}-{{session}}-...; the reaper ends
+#                                 # only its own ledger's computes
 #   idle_ttl_ms: 1800000          # 30 min without activity -> terminated; 0 disables
 #   max_lifetime_ms: null         # absolute cap per compute; null disables
 #   heartbeat_interval_s: 15.0    # idle checks and heartbeat events
 #   reap_interval_s: 60.0         # upstream reconcile
-#   grace_period_s: 900.0         # age before a prefixed resource no ledger knows is reaped
+#   grace_period_s: 900.0         # age before an unknown compute of this ledger is reaped
 #   reap_providers: null          # null: the providers this machine's ledger knows
 #   max_hourly_spend: null        # USD/h across tracked computes; null: no limit
 #   max_total_spend: null         # USD accrued by one session; null: no limit
@@ -194,6 +195,17 @@ def _register_extension(profile: Path) -> list[str]:
     return lines
 
 
+_PATH_FIX = ("fix that path (permissions, or a file in the way), or point ATLAS_NB_CONFIG / "
+             "ATLAS_NB_DATA_DIR / IPYTHONDIR elsewhere, then run it again")
+
+
+def _os_error(exc: OSError) -> str:
+    """``exc`` as "<path>: <reason>" (``str(OSError)`` puts the errno first)."""
+    if exc.filename is None or exc.strerror is None:
+        return str(exc)
+    return f"{exc.filename}: {exc.strerror.lower()}"
+
+
 def _init_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ipython",
@@ -237,9 +249,10 @@ def init(args: argparse.Namespace) -> int:
     for step in steps:  # print as we go: a failure still shows what was done
         try:
             lines = step()
-        except (OSError, AtlasError) as exc:
-            sys.stderr.write(f"atlas-nb init: {exc}\n")
-            return FAILURE
+        except AtlasError as exc:
+            return failure("atlas-nb init", exc, fix=exc.hint)
+        except OSError as exc:
+            return failure("atlas-nb init", _os_error(exc), fix=_PATH_FIX)
         for line in lines:
             _out(line)
     if not args.ipython:
@@ -247,6 +260,9 @@ def init(args: argparse.Namespace) -> int:
     _out("keys: export RUNPOD_API_KEY / FLY_API_TOKEN / LAMBDA_LABS_API_KEY / VAST_API_KEY "
          "(init never stores keys); no account: `atlas-nb sandbox`")
     return OK
+
+
+_UPGRADE_FIX = "fix or move that file, then run `atlas-nb upgrade` again"
 
 
 def _upgrade_args(p: argparse.ArgumentParser) -> None:
@@ -272,9 +288,13 @@ def upgrade(args: argparse.Namespace) -> int:
 
     try:
         steps = migrate(dry_run=args.dry_run)
-    except (AtlasError, OSError) as exc:
-        print(f"atlas-nb upgrade: {exc}", file=sys.stderr)
-        return FAILURE
+    except AtlasError as exc:
+        # The migrations' messages mostly end with their own fix ("...; upgrade atlas_nb
+        # instead of the file"): add the generic one only to those that do not.
+        fix = exc.hint or (None if ";" in exc.message else _UPGRADE_FIX)
+        return failure("atlas-nb upgrade", exc, fix=fix)
+    except OSError as exc:
+        return failure("atlas-nb upgrade", _os_error(exc), fix=_UPGRADE_FIX)
     for step in steps:
         print(step.line())
     return OK

@@ -1,33 +1,59 @@
-"""``atlas-nb sandbox``: run every emulated cloud in the foreground until Ctrl-C or SIGTERM."""
+"""``atlas-nb sandbox``: run every emulated cloud in the foreground until Ctrl-C, SIGTERM or
+SIGHUP."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import signal
-import sys
 import threading
 from types import FrameType
 
 from . import command
-from .exit_codes import FAILURE, OK
+from .exit_codes import OK, failure
 
 __all__ = ["sandbox"]
 
 
+def _port(text: str) -> int:
+    """A TCP port, checked while parsing so a bad one is a usage error (2), not a crash."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"a port is 0-65535 (0 picks a free one), not {text!r}")
+    return port
+
+
+def _seconds(text: str) -> float:
+    """A delay in seconds: finite and not negative (``nan`` and ``-1`` are usage errors)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(
+            f"a number of seconds, finite and not negative, not {text!r}")
+    return value
+
+
 def _sandbox_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    p.add_argument("--port", type=_port, default=0,
+                   help="port to listen on, 0-65535 (default 0: a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed for ids and fault streams")
     p.add_argument(
         "--provision-delay",
-        type=float,
+        type=_seconds,
         default=0.2,
         metavar="S",
         help="seconds a new pod stays PROVISIONING (default 0.2)",
     )
     p.add_argument(
         "--start-delay",
-        type=float,
+        type=_seconds,
         default=0.2,
         metavar="S",
         help="seconds a pod stays STARTING (default 0.2)",
@@ -44,14 +70,14 @@ def _sandbox_args(p: argparse.ArgumentParser) -> None:
     "sandbox",
     help="run the emulated clouds (RunPod, Lambda, Vast, Fly) on a loopback port",
     description=(
-        "Run every emulated cloud in the foreground until Ctrl-C or SIGTERM. "
+        "Run every emulated cloud in the foreground until Ctrl-C, SIGTERM or SIGHUP (exit 0). "
         "Prints the URL, the sandbox keys and the ATLAS_NB_SANDBOX line to export "
         "so other processes use it."
     ),
     args=_sandbox_args,
 )
 def sandbox(args: argparse.Namespace) -> int:
-    """Serve the sandbox until a signal; 1 when it cannot listen."""
+    """Serve the sandbox until a signal (0); 1 when it cannot listen."""
     from ..sandbox.server import Sandbox
 
     stop = threading.Event()
@@ -59,7 +85,11 @@ def sandbox(args: argparse.Namespace) -> int:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP too: a closed terminal or a dropped ssh session stops it cleanly, exit 0.
+    stops = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+        stops.append(signal.SIGHUP)
+    previous = {sig: signal.signal(sig, on_signal) for sig in stops}
     try:
         server = Sandbox(
             host=args.host,
@@ -72,10 +102,10 @@ def sandbox(args: argparse.Namespace) -> int:
         )
         try:
             server.start()
-        except RuntimeError as exc:
+        except RuntimeError as exc:  # the address is taken, unknown or not ours to bind
             server.close()
-            print(f"atlas-nb sandbox: {exc}", file=sys.stderr)
-            return FAILURE
+            return failure("atlas-nb sandbox", exc,
+                           fix="choose another --port (--port 0 picks a free one) or --host")
         try:
             print(f"atlas_nb sandbox listening on {server.url}")
             for name, key in server.keys.items():

@@ -17,7 +17,7 @@ What it guarantees (see each module for the details):
   call on that compute. A daemon thread ticks every ``heartbeat_interval_s``.
 * **Events** ``status(running)``, ``heartbeat``, ``terminating(reason)``,
   ``status(terminated)``, ``terminate_failed(error)``, once per transition (``events``).
-* **Names** ``{prefix}{session}-[{label}-]{suffix}``: ownership is visible upstream.
+* **Names** ``{prefix}{ledger}-{session}-[{label}-]{suffix}``: ownership is visible upstream.
 * **A durable ledger** (SQLite, 0600, WAL) records each spawn *before* the create
   (``ledger``), so nothing survives a crash unrecorded.
 * **The reaper** terminates owned resources whose owner is provably dead (at once),
@@ -41,6 +41,7 @@ from typing import Any
 from ..models import Compute, ComputeRequest
 from .budget import BudgetExceeded, CostSummary
 from .events import Callback, Event, Subscription
+from .ledger_repair import LedgerWarning
 from .naming import new_session_id
 from .orchestrator import Orchestrator
 from .reconcile import ReapAction, ReapReport
@@ -51,6 +52,7 @@ __all__ = [
     "BudgetExceeded",
     "CostSummary",
     "Event",
+    "LedgerWarning",
     "Orchestrator",
     "ReapAction",
     "ReapReport",

@@ -10,14 +10,20 @@ Installed when an orchestrator first tracks something (never on ``import atlas_n
    request with ``restart=True`` and gets the same cleanup.
 2. **atexit**, the fallback (and the path outside Jupyter): sequential, no new thread
    (an ``atexit`` handler cannot start one on Python >= 3.12), within 10 s.
-3. **SIGTERM**, only where the handler is still the default: run the cleanup, restore
-   the default handler and re-send SIGTERM, so the process still dies of it. We do not
-   turn it into ``sys.exit``: inside a running cell IPython would swallow ``SystemExit``.
+3. **SIGTERM and SIGHUP** (a closed terminal, a dropped ssh session), each only where
+   its handler is still the default: run the cleanup, restore the default handler and
+   re-send the signal, so the process still dies of it. We do not turn it into
+   ``sys.exit``: inside a running cell IPython would swallow ``SystemExit``.
+4. **A multiprocessing worker** started by fork ends with ``os._exit``, which skips
+   ``atexit``: there the cleanup also runs as a ``multiprocessing.util.Finalize``.
 
 kill -9, the OOM killer or a culled container run nothing: the ledger then lets the
 next orchestrator start (or ``atlas-nb reap``) find and terminate what was left.
-After ``fork()`` the child inherits these hooks but never runs them for the parent's
-computes (they are guarded by the pid that installed them).
+
+After ``fork()`` the child inherits the hooks (signal handlers and ``atexit`` survive a
+fork) but not the parent's computes: ``os.register_at_fork`` empties the target list in
+the child, and every orchestrator resets itself there (``Orchestrator._after_fork``), so
+the child's hooks only ever end what the child spawned.
 """
 
 from __future__ import annotations
@@ -43,11 +49,17 @@ _targets: list[Orchestrator] = []
 _installed: set[str] = set()
 _pid = 0
 _MARK = "_atlas_nb_cleanup"
+# SIGHUP: a closed terminal or a dropped ssh session ends the process like SIGTERM does.
+_SIGNALS: tuple[tuple[int, str], ...] = (
+    (signal.SIGTERM, "sigterm"),
+    *([(signal.SIGHUP, "sighup")] if hasattr(signal, "SIGHUP") else []),
+)
 ATEXIT_DEADLINE_S = 10.0
 
 
 def installed() -> frozenset[str]:
-    """Which hooks this process has: ``atexit``, ``sigterm``, ``kernel``."""
+    """Which hooks this process has: ``atexit``, ``sigterm``, ``sighup``, ``kernel``,
+    ``multiprocessing``."""
     with _lock:
         return frozenset(_installed) if _pid == os.getpid() else frozenset()
 
@@ -70,19 +82,49 @@ def install(orchestrator: Orchestrator) -> frozenset[str]:
     """Register ``orchestrator`` for cleanup and install the hooks not yet installed."""
     global _pid
     with _lock:
-        if _pid != os.getpid():  # first install, or a forked child: start afresh
+        if _pid != os.getpid():  # first install in this process
             _pid = os.getpid()
-            _installed.clear()
         if orchestrator not in _targets:
             _targets.append(orchestrator)
         if "atexit" not in _installed:
             atexit.register(_at_exit)
             _installed.add("atexit")
-        if "sigterm" not in _installed and _install_sigterm():
-            _installed.add("sigterm")
+        for signum, name in _SIGNALS:
+            if name not in _installed and _install_signal(signum):
+                _installed.add(name)
         if "kernel" not in _installed and _wrap_kernel(running_kernel()):
             _installed.add("kernel")
+        if "multiprocessing" not in _installed and _finalize_in_worker():
+            _installed.add("multiprocessing")
         return frozenset(_installed)
+
+
+def _after_fork_in_child() -> None:
+    """The child of a fork: none of the parent's orchestrators are ours to clean up.
+
+    The parent's hooks stay installed (a fork keeps signal handlers and ``atexit``), so
+    ``_installed`` stays as is, except the multiprocessing finalizer, which a worker must
+    register for itself. The lock is new: another thread may have held it at the fork."""
+    global _lock, _pid
+    _lock = threading.Lock()
+    _targets.clear()
+    _installed.discard("multiprocessing")
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _finalize_in_worker() -> bool:
+    """In a multiprocessing child, also clean up from its exit function (fork-started
+    workers leave by ``os._exit``, which skips ``atexit``)."""
+    mp = sys.modules.get("multiprocessing")
+    if mp is None or mp.parent_process() is None:
+        return False
+    from multiprocessing import util
+
+    util.Finalize(None, _at_exit, exitpriority=100)
+    return True
 
 
 def forget(orchestrator: Orchestrator) -> None:
@@ -140,21 +182,24 @@ def _wrap_kernel(kernel: Any) -> bool:
     return True
 
 
-def _install_sigterm() -> bool:
+def _install_signal(signum: int) -> bool:
     if threading.current_thread() is not threading.main_thread():
         return False  # signal handlers can only be set from the main thread
     try:
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return False  # someone else handles SIGTERM: leave theirs alone
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        current = signal.getsignal(signum)
+        if current is _on_signal:
+            return True  # inherited through a fork
+        if current is not signal.SIG_DFL:
+            return False  # someone else handles it (or ignores it, as nohup does): leave it
+        signal.signal(signum, _on_signal)
     except (ValueError, OSError):
         return False
     return True
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
+def _on_signal(signum: int, frame: Any) -> None:
     try:
-        cleanup_all("sigterm", parallel=True)
+        cleanup_all(signal.Signals(signum).name.lower(), parallel=True)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)

@@ -10,14 +10,20 @@ an entry the reaper can act on: by id, or by name when the id never got written.
 
 States: ``live`` (tracked, or owned by a process that may be dead), ``terminated``,
 ``terminate_failed`` (every retry failed; the reaper keeps trying).
+
+The ledger's id (``Ledger.ledger_id``, see ``ledger_id``) lives in its own file beside
+it. Damage is repaired as it is met (see ``ledger_repair``): a ledger deleted while in use
+is recreated with the open entries, a corrupt one is moved aside and started fresh.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,11 +31,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import UnknownError
+from . import ledger_id as ids
+from . import ledger_repair as repair
+from .ledger_repair import LedgerWarning
+from .ledger_schema import _SCHEMA as _SCHEMA  # tests build old ledgers from it
+from .ledger_schema import SCHEMA_VERSION, apply_migrations, migrate, schema_version
 from .owner import Owner
 
 __all__ = [
-    "FILENAME", "SCHEMA_VERSION", "Ledger", "LedgerEntry", "LedgerState", "SessionRow",
-    "current_target", "migrate", "schema_version", "write_or_log",
+    "FILENAME", "SCHEMA_VERSION", "Ledger", "LedgerEntry", "LedgerState", "LedgerWarning",
+    "SessionRow", "configured_providers", "current_target", "migrate", "schema_version",
+    "write_or_log",
 ]
 
 FILENAME = "orchestrator.sqlite3"
@@ -38,44 +50,9 @@ _PRUNE_AFTER_S = 30 * 86400  # closed entries older than this are deleted
 _CHUNK = 500  # SQLite's default limit on host parameters is 999
 _log = logging.getLogger("atlas_nb.orchestrator")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    session_id TEXT PRIMARY KEY,
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    pid_start TEXT,
-    started_at REAL NOT NULL,
-    seen_at REAL NOT NULL,
-    ended_at REAL
-);
-CREATE TABLE IF NOT EXISTS computes (
-    name TEXT PRIMARY KEY,
-    provider TEXT NOT NULL,
-    compute_id TEXT,
-    session_id TEXT NOT NULL,
-    host TEXT NOT NULL,
-    owner_pid INTEGER NOT NULL,
-    owner_start TEXT,
-    user_id TEXT,
-    state TEXT NOT NULL CHECK (state IN ('live', 'terminated', 'terminate_failed')),
-    created_at REAL NOT NULL,
-    terminated_at REAL,
-    reason TEXT,
-    error TEXT,
-    cost_per_hour REAL,
-    attempts INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS computes_open ON computes (state) WHERE state != 'terminated';
-CREATE INDEX IF NOT EXISTS computes_by_id ON computes (provider, compute_id);
-CREATE TABLE IF NOT EXISTS sightings (
-    provider TEXT NOT NULL,
-    compute_id TEXT NOT NULL,
-    first_seen REAL NOT NULL,
-    PRIMARY KEY (provider, compute_id)
-);
-"""
 _COLUMNS = ("name, provider, compute_id, session_id, host, owner_pid, owner_start, user_id, "
-            "state, created_at, terminated_at, reason, error, cost_per_hour, attempts, target")
+            "state, created_at, terminated_at, reason, error, cost_per_hour, attempts, target, "
+            "account, legacy")
 
 
 @dataclass(frozen=True)
@@ -99,6 +76,12 @@ class LedgerEntry:
     attempts: int
     target: str = ""
     """Where the compute lives: ``""`` for the real clouds, else the sandbox URL."""
+    account: str | None = None
+    """A non-secret fingerprint of the cloud account it was created in (``None``: unknown,
+    e.g. recorded by a version before the schema had it)."""
+    legacy: bool = False
+    """Recorded before ledger ids existed (schema < 3): its name carries no ledger id, but
+    the ledger created it, so the reaper treats a compute of that name as its own."""
 
     @property
     def owner(self) -> Owner:
@@ -125,51 +108,163 @@ class Ledger:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        self._identity: tuple[int, int] | None = None  # the file self._conn has open
+        self._id: str | None = None
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.path)!r})"
 
+    @property
+    def ledger_id(self) -> str:
+        """This ledger's id: six hex digits from ``<ledger dir>/ledger_id`` (created on
+        first use). Every compute the ledger's orchestrators create carries it."""
+        with self._lock:
+            if self._id is None:
+                self._id = ids.read_or_create(self.path.parent)
+            return self._id
+
+    @property
+    def recovered_from(self) -> Path | None:
+        """Where a corrupt predecessor of this ledger was moved aside, for 30 days after;
+        else ``None``. While set, the reaper lists every configured provider: the fresh
+        ledger no longer knows which providers hold its computes."""
+        note = repair.recovery_note(self._read(repair.RECOVERY_NOTE_SQL))
+        if note is None or note[1] < _now_floor():
+            return None
+        return note[0]
+
     # -- connection -------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():
-            return self._conn
+            # Before every read and write: does the path still name the file we have open?
+            # (A deleted ledger would otherwise take our writes where nobody can see them.)
+            if repair.identity(self.path) == self._identity:
+                return self._conn
+            return self._reopen_replaced(self._conn)
         # After a fork the parent's connection must not be used (SQLite's rule); open anew.
+        return self._open()
+
+    def _open(self) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-            if os.stat(self.path).st_mode & 0o077:  # made by someone else, too open: fix it
-                os.chmod(self.path, 0o600)
-            conn = sqlite3.connect(self.path, timeout=15.0, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 15000")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")  # WAL: survives process crashes
-            _apply_migrations(conn)
-            conn.execute("DELETE FROM computes WHERE state = 'terminated' AND terminated_at < ?",
-                         (_now_floor(),))
+            found = self._create_file()
+            try:
+                conn = self._open_file()
+            except sqlite3.DatabaseError as exc:
+                if not repair.is_corruption(exc):
+                    raise
+                conn, found = self._start_fresh(exc, found)
         except (OSError, sqlite3.Error) as exc:
             raise UnknownError(
                 f"the orchestrator ledger {self.path} cannot be opened ({exc}); fix the data "
                 "dir's permissions or point ATLAS_NB_DATA_DIR elsewhere"
             ) from None
-        self._conn, self._pid = conn, os.getpid()
+        self._conn, self._pid, self._identity = conn, os.getpid(), found
+        return conn
+
+    def _create_file(self) -> tuple[int, int]:
+        """Create the file 0600 if missing; the (device, inode) of the file now there."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            st = os.fstat(fd)
+            if st.st_mode & 0o077:  # made by someone else, too open: fix it
+                os.chmod(self.path, 0o600)
+        finally:
+            os.close(fd)
+        return st.st_dev, st.st_ino
+
+    def _open_file(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=15.0, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout = 15000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # WAL: survives process crashes
+            repair.quick_check(conn)
+            apply_migrations(conn)
+            conn.execute("DELETE FROM computes WHERE state = 'terminated' AND terminated_at < ?",
+                         (_now_floor(),))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _start_fresh(self, exc: sqlite3.DatabaseError, damaged: tuple[int, int]
+                     ) -> tuple[sqlite3.Connection, tuple[int, int]]:
+        """The file ``damaged`` names is damaged: move it aside, warn, open a fresh one."""
+        aside = repair.move_aside(self.path, damaged)
+        found = self._create_file()
+        conn = self._open_file()  # a second failure is not corruption we can fix
+        if aside is not None:  # (None: another process did it, and warned its user)
+            repair.note_recovery(conn, aside, time.time())
+            _log.warning("orchestrator ledger %s was damaged (%s); moved aside to %s",
+                         self.path, exc, aside)
+            repair.warn_corrupt(self.path, aside, exc)
+        return conn, found
+
+    def _reopen_replaced(self, old: sqlite3.Connection) -> sqlite3.Connection:
+        """The path no longer names our file (deleted, or replaced): carry what we knew
+        that is still open into the file at the path, so no other process reaps it."""
+        try:
+            saved: repair.Salvage | None = repair.salvage(old)
+        except sqlite3.Error as exc:  # the old file is unreadable too: nothing to carry
+            _log.warning("orchestrator ledger %s: the replaced file is unreadable (%s)",
+                         self.path, exc)
+            saved = None
+        # Closing does not checkpoint or delete "<path>-wal" once the file has moved
+        # (SQLite compares the path's inode with its descriptor), so the new file is safe.
+        old.close()
+        self._conn = None
+        conn = self._open()
+        if self._id is not None:  # the data dir was wiped: put our id back
+            ids.restore(self.path.parent, self._id)
+        if saved is not None:
+            try:
+                repair.merge(conn, saved)
+            except sqlite3.Error as exc:
+                raise UnknownError(f"the orchestrator ledger {self.path} was replaced and "
+                                   f"its open entries cannot be carried over ({exc})") from None
+        _log.warning("orchestrator ledger %s was deleted or replaced while in use; recreated "
+                     "it with the %d open entries this process knew", self.path,
+                     saved.open_entries if saved else 0)
         return conn
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                self._forget_if_corrupt(exc)
+                raise
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):  # keep the original error
+                    conn.execute("ROLLBACK")
+                self._forget_if_corrupt(exc)
                 raise
             conn.execute("COMMIT")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
+            try:
+                return self._connect().execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                if not self._forget_if_corrupt(exc):
+                    raise
+            # Damaged since we opened it: reopening checks it, moves it aside, starts fresh.
             return self._connect().execute(sql, params).fetchall()
+
+    def _forget_if_corrupt(self, exc: BaseException) -> bool:
+        """Drop a connection whose file turned out damaged, so the next use repairs it."""
+        if not repair.is_corruption(exc) or self._conn is None:
+            return False
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+        self._conn = None
+        return True
 
     def close(self) -> None:
         """Close this process's connection (it reopens on next use)."""
@@ -209,14 +304,15 @@ class Ledger:
     # -- computes ---------------------------------------------------------------------
     def record_intent(self, *, name: str, provider: str, session_id: str, owner: Owner,
                       now: float, user_id: str | None = None,
-                      cost_per_hour: float | None = None) -> None:
-        """Before the create: the name, the provider, who owns it and where it lives."""
+                      cost_per_hour: float | None = None, account: str | None = None) -> None:
+        """Before the create: the name, the provider, who owns it, where it lives and in
+        which account (``account``: a non-secret fingerprint, never a key)."""
         with self._write() as db:
             db.execute(
                 f"INSERT INTO computes ({_COLUMNS}) VALUES "
-                "(?, ?, NULL, ?, ?, ?, ?, ?, 'live', ?, NULL, NULL, NULL, ?, 0, ?)",
+                "(?, ?, NULL, ?, ?, ?, ?, ?, 'live', ?, NULL, NULL, NULL, ?, 0, ?, ?, 0)",
                 (name, provider, session_id, owner.host, owner.pid, owner.start, user_id, now,
-                 cost_per_hour, current_target()),
+                 cost_per_hour, current_target(), account),
             )
 
     def record_created(self, name: str, compute_id: str, cost_per_hour: float | None) -> None:
@@ -240,22 +336,23 @@ class Ledger:
                        "!= 'terminated'", (error[:500], reason, name))
 
     def record_reaped(self, *, name: str, provider: str, compute_id: str, now: float,
-                      reason: str, error: str | None = None) -> None:
+                      reason: str, error: str | None = None, account: str | None = None
+                      ) -> None:
         """A resource no entry knew, terminated by the reaper (``error``: the terminate
         failed, so it is kept as ``terminate_failed`` and retried)."""
         state = "terminated" if error is None else "terminate_failed"
         with self._write() as db:
             db.execute(
                 f"INSERT OR IGNORE INTO computes ({_COLUMNS}) VALUES "
-                "(?, ?, ?, '', '', 0, NULL, NULL, ?, ?, ?, ?, ?, NULL, 0, ?)",
+                "(?, ?, ?, '', '', 0, NULL, NULL, ?, ?, ?, ?, ?, NULL, 0, ?, ?, 0)",
                 (name, provider, compute_id, state, now, now if error is None else None, reason,
-                 error, current_target()),
+                 error, current_target(), account),
             )
 
     def entry(self, name: str) -> LedgerEntry | None:
         """One entry by name."""
         rows = self._read(f"SELECT {_COLUMNS} FROM computes WHERE name = ?", (name,))
-        return LedgerEntry(*rows[0]) if rows else None
+        return _entry(rows[0]) if rows else None
 
     def open_entries(self, providers: Iterable[str] | None = None, *,
                      target: str | None = None) -> list[LedgerEntry]:
@@ -265,6 +362,15 @@ class Ledger:
                           "AND (? IS NULL OR target = ?) ORDER BY created_at", (target, target))
         wanted = set(providers) if providers is not None else None
         return [e for e in map(_entry, rows) if wanted is None or e.provider in wanted]
+
+    def pending_entries(self, session_id: str | None = None) -> list[LedgerEntry]:
+        """Open entries with no compute id yet: recorded before the create, which then
+        failed, was lost, or never returned. Shutdown and the reaper resolve them by name.
+        ``session_id`` keeps one session's."""
+        rows = self._read(f"SELECT {_COLUMNS} FROM computes WHERE state != 'terminated' AND "
+                          "compute_id IS NULL AND (? IS NULL OR session_id = ?) "
+                          "ORDER BY created_at", (session_id, session_id))
+        return [_entry(r) for r in rows]
 
     def entries(self) -> list[LedgerEntry]:
         """Every entry, oldest first (for inspection and tests)."""
@@ -310,12 +416,12 @@ class Ledger:
 
 
 def _entry(row: Sequence[Any]) -> LedgerEntry:
-    return LedgerEntry(*row)
+    values = list(row)
+    values[-1] = bool(values[-1])  # legacy: stored as 0 or 1
+    return LedgerEntry(*values)
 
 
 def _now_floor() -> float:
-    import time
-
     return time.time() - _PRUNE_AFTER_S
 
 
@@ -330,18 +436,6 @@ def write_or_log(fn: Any, *args: Any, **kwargs: Any) -> bool:
     return True
 
 
-# Versioned migrations, recorded in SQLite's ``user_version``. Version 1 is the baseline
-# schema; a ledger from before versioning reads as 0 and is brought up by the same steps
-# (each is idempotent). Append ``(N, "SQL")`` to change the schema; never edit a shipped step.
-SCHEMA_VERSION = 2
-_MIGRATIONS: tuple[tuple[int, str], ...] = (
-    (1, _SCHEMA),
-    # 2: where each compute lives, so a sandbox session never judges real-cloud entries
-    # (a real pod would 404 in the sandbox and be forgotten while it still bills).
-    (2, "ALTER TABLE computes ADD COLUMN target TEXT NOT NULL DEFAULT ''"),
-)
-
-
 def current_target() -> str:
     """``""`` for the real clouds, or the URL of the sandbox this process talks to."""
     from .. import sandbox
@@ -349,45 +443,10 @@ def current_target() -> str:
     return sandbox.active_url() or ""
 
 
-def _apply_migrations(conn: sqlite3.Connection) -> int:
-    (current,) = conn.execute("PRAGMA user_version").fetchone()
-    if current >= SCHEMA_VERSION:
-        return int(current)
-    # Kernels start together: one migrator at a time, and each re-reads the version inside
-    # the lock, so a step (an ALTER TABLE) never runs twice. executescript() would commit
-    # early, so statements run one by one inside the transaction.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        (current,) = conn.execute("PRAGMA user_version").fetchone()
-        for version, script in _MIGRATIONS:
-            if version > current:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {int(version)}")
-                current = version
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return int(current)
+def configured_providers() -> set[str]:
+    """Every real provider that has a key here: the reaper's scope after the ledger was
+    started fresh from corruption, since the fresh ledger no longer names its providers."""
+    from .. import config, providers
 
-
-def schema_version(path: str | os.PathLike[str]) -> int:
-    """The schema version of the ledger file at ``path`` (0: from before versioning)."""
-    conn = sqlite3.connect(path, timeout=15.0)
-    try:
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        return int(version)
-    finally:
-        conn.close()
-
-
-def migrate(path: str | os.PathLike[str]) -> int:
-    """Bring the ledger at ``path`` to ``SCHEMA_VERSION``; returns the version reached."""
-    conn = sqlite3.connect(path, timeout=15.0, isolation_level=None)
-    try:
-        conn.execute("PRAGMA busy_timeout = 15000")
-        return _apply_migrations(conn)
-    finally:
-        conn.close()
+    return {n for n in providers.names(keyed=True, offline=False)
+            if config.key_source(n) is not None}

@@ -9,32 +9,41 @@ calls the same methods every ``heartbeat_interval_s``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .. import config, facade, telemetry
+from .._http import deadline as http_deadline
 from ..errors import AtlasError, NotFound, ProviderError, UnknownError, ValidationError
 from ..models import Compute, ComputeRequest
 from ..providers import Provider, resolve
+from ..providers import names as provider_names
+from ..providers.base import fingerprint_of
+from . import detached
 from . import owner as owners
 from .budget import Budget, CatalogPrices, CostSummary, estimate_price
 from .events import ALL, Callback, EventBus, Outbox, Subscription
-from .ledger import FILENAME, Ledger, write_or_log
-from .naming import compute_name, new_session_id
+from .ledger import FILENAME, Ledger, LedgerEntry, current_target, write_or_log
+from .naming import LEDGER_LABEL, compute_name, new_session_id
 from .reaper import Reaper
 from .reconcile import ReapReport
 from .settings import Settings, check_cost, from_config
-from .terminate import terminate_with_backoff
+from .terminate import one_line, terminate_with_backoff
 from .tracker import Record, TrackedCompute, Tracker
 
 __all__ = ["Orchestrator"]
 
 _log = logging.getLogger("atlas_nb.orchestrator")
+# Every orchestrator of this process, so a forked child can make each its own (see
+# ``_after_fork``); weak, so an orchestrator nobody holds can still be collected.
+_instances: weakref.WeakSet[Orchestrator] = weakref.WeakSet()
 
 
 def _compute_id(compute: Compute | str) -> str:
@@ -80,15 +89,30 @@ class Orchestrator:
         if unknown:
             raise ValidationError(f"unknown Orchestrator option(s): {', '.join(unknown)}")
         self.settings = base.with_overrides(**overrides)
-        self.session_id = session_id or new_session_id()
         self._clock = clock if clock is not None else time.time
         self._sleep = sleep if sleep is not None else time.sleep
         self._injected = dict(providers or {})
-        self._resolved: dict[str, Provider] = {}
         self.ledger = Ledger(ledger_path if ledger_path is not None
                              else config.data_dir() / FILENAME)
-        self._budget = Budget(self.settings.max_hourly_spend, self.settings.max_total_spend)
         self._prices = CatalogPrices()
+        self._background = background
+        self._kernel_hooks = kernel_hooks
+        self._closed = False
+        self._own_state(session_id or new_session_id())
+        self._telemetry_id = f"atlas_nb.orchestrator.{self.session_id}.{id(self):x}"
+        _instances.add(self)
+
+    def _own_state(self, session_id: str) -> None:
+        """The state that belongs to one process: its session, what it tracks, its locks
+        and thread. Set at creation, and again in a forked child (``_after_fork``)."""
+        self.session_id = session_id
+        self._pid = os.getpid()
+        self._resolved: dict[str, Provider] = {}
+        # Providers that another process can rebuild from the registry, the environment
+        # and the keys we pass it (not an injected instance or an http= transport).
+        self._portable: set[int] = set()
+        self._unresolved: dict[str, Provider] = {}  # open spawn-failed entry -> its provider
+        self._budget = Budget(self.settings.max_hourly_spend, self.settings.max_total_spend)
         self._tracker = Tracker()
         self._lock = self._tracker.lock
         self._bus = EventBus()
@@ -96,16 +120,22 @@ class Orchestrator:
         self._state_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._background = background
-        self._kernel_hooks = kernel_hooks
         self._started = False
-        self._closed = False
         self._reaper = Reaper(
             ledger=self.ledger, settings=self.settings, session_id=self.session_id,
             clock=self._clock, provider_named=self._provider_named, tracked=self._tracked_sets,
             terminate=lambda p, cid, attempts: self._terminate_upstream(p, cid,
                                                                         attempts=attempts))
-        self._telemetry_id = f"atlas_nb.orchestrator.{self.session_id}.{id(self):x}"
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's computes stay the parent's. The child starts
+        empty, with a session of its own (recorded on its first spawn, with its own pid
+        as owner), so its exit, signals and reaps never touch what the parent tracks, and
+        what it spawns is its own. Locks, the thread and the ledger connection are new
+        (another thread may have held a lock at the fork; SQLite forbids sharing one).
+        Event subscriptions made before the fork stay with the parent."""
+        self.ledger = Ledger(self.ledger.path)
+        self._own_state(new_session_id())
 
     def __repr__(self) -> str:
         with self._lock:
@@ -150,6 +180,10 @@ class Orchestrator:
             self._thread.start()
         return self
 
+    def _owned(self) -> bool:
+        """Whether this process created (or, after a fork, reset) this orchestrator."""
+        return self._pid == os.getpid()
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
@@ -160,21 +194,37 @@ class Orchestrator:
                 return
 
     def shutdown(self, reason: str = "shutdown", *, parallel: bool = True,
-                 deadline_s: float | None = None) -> list[str]:
-        """Terminate every tracked compute and stop. Returns the ids left behind (their
-        terminate failed or passed ``deadline_s``; they stay in the ledger for the
-        reaper). ``parallel=False`` starts no thread (for ``atexit``)."""
+                 deadline_s: float | None = None, detach: bool = True) -> list[str]:
+        """Terminate every tracked compute and stop. Returns the ids left behind.
+
+        Also resolves this session's *untracked* open ledger entries (a spawn that raised
+        after its create may have succeeded): terminated by id, or looked up by name and
+        terminated if found, closed if a listing proves them absent.
+
+        ``deadline_s`` bounds everything, HTTP included (request timeouts, retries and
+        ``Retry-After`` waits). What is unconfirmed by then is written as
+        ``terminate_failed`` before this returns and, with ``detach``, handed to a
+        detached reaper (``detached.launch``) that outlives this process.
+        ``parallel=False`` starts no thread (for ``atexit``). An orchestrator inherited
+        through ``fork()`` and not yet reset does nothing here (it is the parent's).
+        """
+        if not self._owned():
+            return []
         with self._state_lock:
             first, self._closed = not self._closed, True
         self._stop.set()
         deadline = time.monotonic() + deadline_s if deadline_s is not None else None
         with self._lock:
             ids = self._tracker.active_ids()
-        if parallel and ids:
+        untracked = self._untracked_entries() if self._started else []
+        jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
+            *((self._terminate, (cid, reason)) for cid in ids),
+            *((self._end_untracked, (e, reason)) for e in untracked)]
+        if parallel and jobs:
             try:
-                workers = [threading.Thread(target=self._terminate, args=(cid, reason),
-                                            kwargs={"deadline": deadline}, daemon=True,
-                                            name=f"atlas-terminate-{cid}") for cid in ids]
+                workers = [threading.Thread(target=fn, args=args, kwargs={"deadline": deadline},
+                                            daemon=True, name="atlas-terminate")
+                           for fn, args in jobs]
                 for w in workers:
                     w.start()
             except RuntimeError:  # interpreter shutdown: no new threads; do it in line
@@ -183,20 +233,107 @@ class Orchestrator:
                 for w in workers:
                     w.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if not parallel:
-            for cid in ids:
+            for fn, args in jobs:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                self._terminate(cid, reason, deadline=deadline)
+                fn(*args, deadline=deadline)
+        with self._lock:
+            records = self._tracker.records()
+        left = [r.id for r in records]
+        handoff = self._mark_unconfirmed([(r.name, r.provider) for r in records], reason)
+        if self._started:
+            handoff += self._mark_unconfirmed(
+                [(e.name, self._unresolved.get(e.name)) for e in self._untracked_entries()],
+                reason)
         if first and self._started:
             telemetry.detach(self._telemetry_id)
             write_or_log(self.ledger.end_session, self.session_id, self._clock())
-        with self._lock:
-            left = [r.id for r in self._tracker.records()]
+        if detach and handoff:
+            self._detach(handoff)
         if not left and self._kernel_hooks:
             from . import kernel
 
             kernel.forget(self)  # nothing left for the exit hooks to do
         return left
+
+    def _untracked_entries(self) -> list[LedgerEntry]:
+        """Open ledger entries of this session that it does not track (nor is spawning)."""
+        try:
+            entries = self.ledger.open_entries(target=current_target())
+        except (sqlite3.Error, AtlasError) as exc:
+            _log.warning("orchestrator ledger read failed: %s", exc)
+            return []
+        with self._lock:
+            names, ids = self._tracker.names_and_ids()
+        return [e for e in entries if e.session_id == self.session_id and e.name not in names
+                and (e.compute_id is None or e.compute_id not in ids)]
+
+    def _end_untracked(self, e: LedgerEntry, reason: str, *, deadline: float | None = None
+                       ) -> bool:
+        """End one untracked entry of this session: by id, else by name (a spawn that
+        raised after the create: the create may have succeeded). ``True`` once closed."""
+        p = self._unresolved.get(e.name)
+        try:
+            if p is None:
+                p = self._provider_named(e.provider)
+            found = [e.compute_id] if e.compute_id else None
+            if found is None:
+                with http_deadline(deadline):
+                    found = [c.id for c in p.list_compute(name=e.name)
+                             if c.name == e.name and c.status != "terminated"]
+        except Exception as exc:  # a failed lookup proves nothing: the entry stays open
+            write_or_log(self.ledger.record_terminate_failed, e.name, self._clock(), reason,
+                         f"lookup by name failed: {one_line(exc)}")
+            return False
+        for cid in found:
+            if e.compute_id is None:
+                write_or_log(self.ledger.record_created, e.name, cid, None)
+            ok, err = self._terminate_upstream(p, cid, deadline)
+            if not ok:
+                write_or_log(self.ledger.record_terminate_failed, e.name, self._clock(),
+                             reason, err or "failed")
+                return False
+        # Terminated, or a successful listing shows nothing under its name: never created.
+        write_or_log(self.ledger.record_terminated, e.name, self._clock(),
+                     reason if found else "never_created")
+        self._unresolved.pop(e.name, None)
+        return True
+
+    def _mark_unconfirmed(self, items: list[tuple[str, Provider | None]], reason: str
+                          ) -> list[tuple[str, Provider | None]]:
+        """Write each still-open entry as ``terminate_failed`` (a terminate still in
+        flight past the deadline is unconfirmed); returns those that are open."""
+        out = []
+        for name, p in items:
+            entry = self.ledger.entry(name) if name else None
+            if entry is None or entry.state == "terminated":
+                continue
+            if entry.state == "live":
+                write_or_log(self.ledger.record_terminate_failed, name, self._clock(), reason,
+                             "unconfirmed when the shutdown deadline passed")
+            out.append((entry.compute_id or name, p))
+        return out
+
+    def _detach(self, handoff: list[tuple[str, Provider | None]]) -> None:
+        """Hand what is left to detached reapers (see ``detached``), with the keys only
+        this process holds: one reaper per distinct key, since a reaper acts only on the
+        entries of the account its key reaches (two accounts of one cloud, two reapers).
+        Entries whose provider another process cannot rebuild (an injected instance, an
+        ``http=`` transport) stay for the next reap here."""
+        known = set(provider_names())
+        groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+        for what, p in handoff:
+            if p is not None and (id(p) not in self._portable or p.name not in known):
+                continue
+            key: tuple[tuple[str, str], ...] = ()
+            key_of = getattr(p, "api_key", None)  # BaseProvider's; a plugin may lack it
+            if p is not None and callable(key_of):
+                with contextlib.suppress(Exception):  # no key: the environment's is inherited
+                    key = ((p.name, str(key_of())),)
+            groups.setdefault(key, []).append(what)
+        for key, only in groups.items():
+            detached.launch(only, data_dir=self.ledger.path.parent, keys=dict(key),
+                            sandbox_url=current_target() or None)
 
     # -- spawning ---------------------------------------------------------------------
     def spawn(
@@ -215,7 +352,7 @@ class Orchestrator:
     ) -> Compute:
         """Spawn a tracked compute (fields as for ``spawn_compute``) and return it.
 
-        Its name becomes ``{prefix}{session}-[{name}-]{suffix}``. ``idle_ttl_ms`` /
+        Its name becomes ``{prefix}{ledger}-{session}-[{name}-]{suffix}``. ``idle_ttl_ms`` /
         ``max_lifetime_ms`` default to the settings (0 disables). ``cost_per_hour``
         feeds the budget guard when the catalog has no price. The spawn is in the ledger
         before the provider is called. Raises ``BudgetExceeded`` before anything is sent
@@ -227,8 +364,16 @@ class Orchestrator:
         ttl, lifetime = self.settings.limits(idle_ttl_ms, req.idle_ttl_ms, max_lifetime_ms)
         check_cost(cost_per_hour)
         p = self._provider(provider, api_key, base_url, http)
-        name = compute_name(self.settings.name_prefix, self.session_id, req.name)
-        req = req.model_copy(update={"name": name, "idle_ttl_ms": ttl})
+        # The ledger id goes in the name and in the cloud's labels: the reaper of another
+        # ledger (machine, CI job, colleague on the account) then leaves it alone.
+        ledger_id = self.ledger.ledger_id
+        name = compute_name(self.settings.name_prefix, ledger_id, self.session_id, req.name)
+        req = req.model_copy(update={"name": name, "idle_ttl_ms": ttl,
+                                     "labels": {**req.labels, LEDGER_LABEL: ledger_id}})
+        # Which account it lands in (api_key=/base_url= may differ from the defaults), so
+        # a reaper acts on it only with credentials of that account; looked up before
+        # anything is created.
+        account = fingerprint_of(p)
         self.start()
         price = None
         if self._budget.active:
@@ -242,7 +387,7 @@ class Orchestrator:
         try:
             self.ledger.record_intent(name=name, provider=p.name, session_id=self.session_id,
                                       owner=owners.current(), now=self._clock(),
-                                      user_id=user_id, cost_per_hour=price)
+                                      user_id=user_id, cost_per_hour=price, account=account)
         except (sqlite3.Error, AtlasError) as exc:
             with self._lock:
                 self._tracker.end_pending(name)
@@ -269,6 +414,8 @@ class Orchestrator:
         entry open (this session no longer tracks it, so the next reap handles it)."""
         with self._lock:
             self._tracker.end_pending(name)
+            # Until resolved, shutdown and reap look it up by name with this provider.
+            self._unresolved[name] = p
         if not isinstance(exc, Exception):  # Ctrl-C: no network now; the reaper finishes
             return
         try:
@@ -284,6 +431,8 @@ class Orchestrator:
                              "spawn_failed", err or "terminate failed")
                 return
         write_or_log(self.ledger.record_terminated, name, self._clock(), "spawn_failed")
+        with self._lock:
+            self._unresolved.pop(name, None)
 
     # -- the tracked set --------------------------------------------------------------
     def touch(self, compute: Compute | str) -> None:
@@ -415,12 +564,17 @@ class Orchestrator:
         self._outbox.drain()
 
     # -- reaping ----------------------------------------------------------------------
-    def reap_now(self, dry_run: bool = False, *, providers: Iterable[str] | None = None
+    def reap_now(self, dry_run: bool = False, *, providers: Iterable[str] | None = None,
+                 include_foreign: bool = False, only: Iterable[str] | None = None
                  ) -> ReapReport:
         """Reconcile providers with the ledger now (see ``reconcile``). ``dry_run`` only
         plans. ``providers`` limits the providers listed (default: ``reap_providers``, else
-        every provider the ledger mentions or this orchestrator tracks)."""
-        return self._reaper.run(dry_run, providers)
+        every provider the ledger mentions or this orchestrator tracks).
+        ``include_foreign`` also terminates other ledgers' computes past the grace period
+        (by default they are only reported).
+        ``only``: just these compute ids or ledger names (the detached reaper's pass)."""
+        return self._reaper.run(dry_run, providers, include_foreign=include_foreign,
+                                only=only)
 
     def _tracked_sets(self) -> tuple[set[str], set[str], set[str]]:
         with self._lock:
@@ -434,7 +588,11 @@ class Orchestrator:
             name = config.resolve_provider_name(provider)
             if api_key is None and base_url is None and http is None:
                 return self._provider_named(name)
-            provider = name
+            p = resolve(name, api_key=api_key, base_url=base_url, http=http)
+            if base_url is None and (http is None or isinstance(http, Mapping)):
+                with self._lock:  # a registry name and a key: a detached reaper can do it
+                    self._portable.add(id(p))
+            return p
         return resolve(provider, api_key=api_key, base_url=base_url, http=http)
 
     def _provider_named(self, name: str) -> Provider:
@@ -445,4 +603,15 @@ class Orchestrator:
         injected = self._injected.get(name)
         instance = resolve(injected if injected is not None else name)
         with self._lock:
-            return self._resolved.setdefault(name, instance)
+            kept = self._resolved.setdefault(name, instance)
+            if injected is None:
+                self._portable.add(id(kept))
+            return kept
+
+
+def _reset_in_child() -> None:
+    for orch in list(_instances):
+        orch._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_in_child)

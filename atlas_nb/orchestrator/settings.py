@@ -3,7 +3,7 @@
 Shape (every key optional)::
 
     orchestrator:
-      name_prefix: atlas-          # names: {prefix}{session}-[{label}-]{suffix}
+      name_prefix: atlas-          # names: {prefix}{ledger}-{session}-[{label}-]{suffix}
       idle_ttl_ms: 1800000         # 30 min without activity -> terminated; 0 disables
       max_lifetime_ms: null        # absolute cap per compute; null disables
       heartbeat_interval_s: 15     # idle checks and heartbeat events

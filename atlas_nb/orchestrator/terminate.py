@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from .. import facade
+from .._http import deadline as http_deadline
 from ..errors import AtlasError
 from ..providers import Provider
 
@@ -26,12 +27,18 @@ def terminate_with_backoff(
     never past ``deadline`` (``time.monotonic``). Returns ``(ok, last error)``.
 
     It goes through the facade, so ``compute.terminate`` telemetry is emitted as for any
-    terminate (idempotent: an already-gone compute counts as terminated).
+    terminate (idempotent: an already-gone compute counts as terminated). The deadline
+    also binds the HTTP layer underneath (``_http.deadline``): its request timeouts, its
+    own retries and a server's ``Retry-After`` never run past it.
     """
     err: str | None = None
     for attempt in range(attempts):
+        if deadline is not None and time.monotonic() >= deadline:
+            err = err or "the shutdown deadline passed before the terminate was sent"
+            break
         try:
-            facade.terminate(compute_id, provider=p)
+            with http_deadline(deadline):
+                facade.terminate(compute_id, provider=p)
             return True, None
         except Exception as exc:  # anything a third-party provider raises is a failure
             err = one_line(exc)

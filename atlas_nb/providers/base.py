@@ -16,7 +16,13 @@ base class is required, so a user's own class plugs in unchanged). The contract:
   or gone returns ``None`` silently.
 * **get after terminate** may return ``status="terminated"`` or raise ``NotFound``.
 * **Creates are never replayed blindly.** If a create's answer is lost, look the
-  resource up by its name before trying again (``BaseProvider.create_once``).
+  resource up by its name before trying again, and once more right before the resend,
+  after a short settling wait: a server may commit a create after the client gave up
+  on it (``BaseProvider.create_once``, ``CreateRetry.settle_s``).
+* **Accounts.** ``account_fingerprint()`` names the account the provider's key belongs
+  to without revealing the key: the account or user id where the API exposes one (it
+  survives a key rotation), else a salted hash of the key and the base URL
+  (``key_fingerprint``). ``fingerprint_of(provider)`` reads it off any provider.
 * **list_compute filters** the same way everywhere (``filter_computes``): ``name`` is a
   prefix, ``gpu`` canonical (a family name matches its members), an unknown ``status``
   is a ``ValidationError``.
@@ -34,13 +40,16 @@ base class is required, so a user's own class plugs in unchanged). The contract:
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+from urllib.parse import urlsplit
 
 from .._http import HttpClient, HttpOption, RetryPolicy, decode
 from ..config import resolve_api_key, resolve_base_url
@@ -65,6 +74,7 @@ __all__ = [
     "Provider",
     "ProviderFacts",
     "TargetGone",
+    "account_id_fingerprint",
     "as_datetime",
     "as_list",
     "as_map",
@@ -72,8 +82,10 @@ __all__ = [
     "deep_merge",
     "facts_of",
     "filter_computes",
+    "fingerprint_of",
     "instantiate",
     "job_ref",
+    "key_fingerprint",
     "matches",
     "strip_secrets",
     "to_float",
@@ -317,6 +329,47 @@ def filter_computes(
             if matches(c, status=status, name=name, gpu=gpu, region=region, in_region=in_region)]
 
 
+# -- accounts -------------------------------------------------------------------------
+_FINGERPRINT_DOMAIN = b"atlas_nb account fingerprint v1\x00"
+"""Salts every key hash, so a fingerprint matches no other use of sha256 over the key."""
+
+
+def key_fingerprint(provider: str, key: str, base_url: str) -> str:
+    """``{provider}:key:{16 hex}``: the account fingerprint of a key whose API exposes no
+    account id.
+
+    sha256 over a fixed domain string, the provider, the base URL and the key, cut to 64
+    bits: enough to tell a user's few keys apart, and one-way, so a ledger or a log that
+    holds it holds nothing that authenticates. The base URL is part of it because the
+    same string may be a key at two endpoints (a sandbox, a proxy) that are not one account.
+    """
+    digest = hashlib.sha256(b"\x00".join(
+        (_FINGERPRINT_DOMAIN, provider.encode(), base_url.rstrip("/").encode(), key.encode())
+    )).hexdigest()
+    return f"{provider}:key:{digest[:16]}"
+
+
+def account_id_fingerprint(provider: str, account_id: str, base_url: str) -> str:
+    """``{provider}:account:{id}@{host}``: the fingerprint of an account the API names.
+
+    The id survives a key rotation; the host keeps ids of different endpoints (the real
+    API, a sandbox) apart. Neither is a secret."""
+    host = urlsplit(base_url).netloc or base_url
+    return f"{provider}:account:{account_id}@{host}"
+
+
+def fingerprint_of(provider: Any) -> str | None:
+    """``provider.account_fingerprint()``, or ``None`` for a provider without that method
+    (a duck-typed user provider: its account is unknown, not "the default one").
+
+    Errors of the lookup itself (``AtlasError``) propagate."""
+    method = getattr(provider, "account_fingerprint", None)
+    if not callable(method):
+        return None
+    found = method()
+    return found if isinstance(found, str) and found else None
+
+
 # -- creates --------------------------------------------------------------------------
 class TargetGone(ProviderError):
     """``create_once`` gave up because what the create needed vanished (``gone``: e.g. a
@@ -441,6 +494,16 @@ class CreateRetry:
     """Look the resource up after a 429 too (a 429 that followed a lost create)."""
     before_send: Callable[[], None] | None = None
     """Runs before each send, e.g. a provider's launch gate."""
+    settle_s: float | None = None
+    """Seconds at least between a failed try that may have made the resource and the
+    lookup right before the next send (or before giving up): a server may commit a create
+    after the client timed out, and a resend before that commit shows makes a duplicate.
+    ``None``: the provider's ``create_settle_s`` (1 s)."""
+
+
+_ACCOUNT_IDS: dict[str, str] = {}
+"""``key_fingerprint`` of (key, endpoint) -> the account-id fingerprint it resolved to."""
+_ACCOUNT_IDS_LOCK = threading.Lock()
 
 
 class BaseProvider:
@@ -460,6 +523,9 @@ class BaseProvider:
     key_hint: ClassVar[str] = ""
     gpu_ids: ClassVar[GpuIds | None] = None
     sandbox_cloud: ClassVar[str | None] = None
+    create_settle_s: float = 1.0
+    """``CreateRetry.settle_s`` unless a create sets its own (an instance may lower it,
+    e.g. against a sandbox whose late commits land within milliseconds)."""
     shareable: ClassVar[bool] = False
     """True if one instance may serve every facade call made without per-call options:
     it keeps no per-call state, and ``client()`` re-resolves keys and URLs on each call."""
@@ -528,6 +594,37 @@ class BaseProvider:
             self._clients[api] = cached
         return cached
 
+    # -- the account ------------------------------------------------------------------
+    def _primary_base_url(self) -> str:
+        """The resolved base URL of the provider's first API (``""`` without APIs)."""
+        for api, default in self.apis.items():
+            return resolve_base_url(self.name, api, default, self._base_url)
+        return ""
+
+    def account_fingerprint(self) -> str:
+        """A non-secret name of the account this provider's key belongs to.
+
+        The default is ``key_fingerprint(name, key, base URL)``; a provider whose API
+        names the account overrides it with ``account_id_fingerprint`` (which survives a
+        key rotation), looked up once per key and endpoint (``cached_account_id``).
+        Never contains the key. ``Unauthorized`` without a key.
+        """
+        return key_fingerprint(self.name, self.api_key(), self._primary_base_url())
+
+    def cached_account_id(self, api: str, fetch: Callable[[], str]) -> str:
+        """``account_id_fingerprint`` of the id ``fetch()`` reads from ``api``, cached per
+        key and endpoint for the process (every spawn asks, and the answer never changes
+        for one key). The cache is keyed by the key's hash, so it holds no key."""
+        base = resolve_base_url(self.name, api, self.apis[api], self._base_url)
+        slot = key_fingerprint(self.name, self.api_key(), base)
+        with _ACCOUNT_IDS_LOCK:
+            hit = _ACCOUNT_IDS.get(slot)
+        if hit is None:
+            hit = account_id_fingerprint(self.name, fetch(), base)
+            with _ACCOUNT_IDS_LOCK:
+                _ACCOUNT_IDS[slot] = hit
+        return hit
+
     def create_once(
         self,
         client: HttpClient,
@@ -559,9 +656,12 @@ class BaseProvider:
           ``retry.look_after_rate_limit``);
         * any other 4xx is final: raised as ``refused(error)``.
 
-        After a failure, ``lookup.rows()`` lists the resources and the first row
-        ``lookup.ours`` turns into a result wins; only when none does is the create sent
-        again, after ``retry.backoff(n)`` (``n``: the tries spent so far). If the lookup
+        After a failure, and a wait of ``retry.backoff(n)`` (``n``: the tries spent so far)
+        but at least ``retry.settle_s`` (default ``self.create_settle_s``: a server may
+        commit a create late, after the client gave up), ``lookup.rows()`` lists the
+        resources and the first row ``lookup.ours`` turns into a result wins; only when
+        none does is the create sent again, right after that lookup. The last failure,
+        too, is looked up after the settling wait before its error is raised. If the lookup
         fails its error is raised with a hint to check ``list_compute(name=...)`` before
         spawning again. Tries end after ``retry.attempts`` spent: failures, and 429s too
         unless ``retry.rate_limited_attempts`` gives them their own budget. The last error
@@ -628,11 +728,17 @@ class BaseProvider:
                     continue
             else:
                 failures += 1
+                # The create may have been made, or may still be: a server can commit it
+                # after the client gave up (timed out, connection dropped). Wait at least
+                # ``settle_s`` before the lookup that decides on a resend, so a late
+                # commit is found rather than duplicated; and before giving up too, so it
+                # is not left billing untracked.
+                wait = retry.backoff(spent()) if more() else 0.0
+                settle = self.create_settle_s if retry.settle_s is None else retry.settle_s
+                self._sleep(max(wait, settle))
             found = look()
             if found is not None:
                 return found
-            if more() and not isinstance(last, RateLimited):
-                self._sleep(retry.backoff(spent()))
         assert last is not None
         last.hint = f"{not_made}; it is safe to try again"
         raise last

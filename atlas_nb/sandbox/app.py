@@ -1,7 +1,7 @@
 """The combined ASGI app: mounts every cloud API, applies faults, checks the contract, counts.
 
 A request for ``/{cloud}/{api}/rest/of/path`` goes through, in order: statistics,
-fault injection (latency, then drop / 429 / error / lost response), the contract
+fault injection (latency, then drop / lost response / late commit / 429 / error), the contract
 check of the request, the cloud's own app, and the contract check of the response.
 The response is held until it has been checked, so ``sb.violations`` is complete
 by the time a client has its answer. Server-sent event streams pass through.
@@ -121,6 +121,7 @@ class SandboxApp:
         self.control = control  # served at CONTROL_PREFIX, before any cloud, never faulted
         self.stats = stats
         self.report = report
+        self._late: set[asyncio.Task[None]] = set()  # late commits still to apply
         self.mounts: list[_Mount] = []
         for cloud in clouds:
             for api in cloud.apis():
@@ -174,6 +175,8 @@ class SandboxApp:
             outcome = decision.outcome
             if outcome == "drop":
                 await abort_connection(child, receive, send)
+            elif decision.late_s is not None:  # dropped now, applied later
+                await self._commit_late(mount, child, receive, send, decision.late_s)
             elif outcome == "lost":
                 messages = await self._serve(mount, child, receive, counting_send, capture=True)
                 status.clear()
@@ -199,6 +202,35 @@ class SandboxApp:
             route = self._route_name(mount, target, child)
             self.stats.end(route, status[0] if status else None, decision.outcome)
 
+    async def _commit_late(
+        self, mount: _Mount, scope: Scope, receive: Receive, send: Send, delay_s: float
+    ) -> None:
+        """Drop the connection now, as a client's timeout would, and apply the request
+        ``delay_s`` later: the cloud commits what the client already gave up on."""
+        body = await _read_body(receive)
+        where = f"{mount.provider}/{mount.api.name} {scope['method']} {scope['path']}"
+
+        async def commit() -> None:
+            await asyncio.sleep(delay_s)
+
+            async def gone() -> Message:
+                return {"type": "http.disconnect"}
+
+            replay = _replaying(body, gone)
+
+            async def discard(message: Message) -> None:
+                return None  # nobody is listening any more
+
+            try:
+                await self._serve(mount, dict(scope), replay, discard, capture=True)
+            except Exception as exc:  # a cloud bug: surface it, never lose it in a task
+                self.report(f"{where}: late commit failed: {exc!r}")
+
+        task = asyncio.get_running_loop().create_task(commit())
+        self._late.add(task)  # keep a reference until it is done (asyncio holds weak ones)
+        task.add_done_callback(self._late.discard)
+        await abort_connection(scope, receive, send)
+
     def _route_name(self, mount: _Mount, target: Target, scope: Scope) -> str:
         """``runpod/rest GET /v2/pods/{id}``: the spec's template, else the app's route."""
         template = mount.contract.template(target.path) if mount.contract else None
@@ -215,14 +247,7 @@ class SandboxApp:
             await mount.api.app(scope, receive, send)
             return []
         body = await _read_body(receive)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+        replay = _replaying(body, receive)
 
         rel = scope["path"][len(scope["root_path"]) :] or "/"
         exchange = HttpExchange(
@@ -311,3 +336,18 @@ def _partial(messages: list[Message]) -> list[Message]:
         start,
         {"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True},
     ]
+
+
+def _replaying(body: bytes, then: Receive) -> Receive:
+    """A ``receive`` that hands the app the already-read ``body`` once, then defers to
+    ``then`` (the client's own, or a disconnect when nobody is listening)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await then()
+
+    return replay

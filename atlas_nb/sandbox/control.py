@@ -10,6 +10,7 @@ reads like the in-process objects it mirrors::
     ctl.faults.rules; ctl.faults.clear()
     ctl.capacity.set("runpod", "h100", 0)        # like sb.capacity
     ctl.clock.advance(30)                        # a sandbox built with a ManualClock only
+    ctl.add_account("runpod")                    # like sb.add_account: Account(key, id)
     ctl.stats(); ctl.violations
 
 ``sb.control()`` gives the same client bound to an in-process sandbox. Refusals
@@ -23,6 +24,8 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+
+from .accounts import Account
 
 __all__ = ["Control", "ControlError", "RemoteCapacity", "RemoteClock", "RemoteFaults",
            "RemoteRule"]
@@ -82,6 +85,19 @@ class Control:
             message = body.get("error") if isinstance(body, dict) else None
             raise ControlError(response.status_code, message or response.text[:200])
         return body
+
+    def add_account(self, provider: str, key: str | None = None) -> Account:
+        """Add an account to one cloud (``sb.add_account``): its own key and namespace."""
+        body: dict[str, Any] = {"cloud": provider}
+        if key is not None:
+            body["key"] = key
+        made = self.request("POST", "/accounts", json=body)
+        return Account(made["key"], made["id"], int(made["number"]))
+
+    def accounts(self, provider: str) -> list[Account]:
+        """One cloud's accounts, the default one first (``sb.accounts``)."""
+        found = self.request("GET", "/accounts", params={"cloud": provider}).get(provider, [])
+        return [Account(a["key"], a["id"], int(a["number"])) for a in found]
 
     def stats(self) -> dict[str, Any]:
         """The sandbox's request statistics (``sb.stats()``)."""

@@ -18,6 +18,10 @@ every body is JSON and every error is ``{"error": "..."}`` with 400, 404, 405 or
   {"cloud": "runpod", "gpu": "h100", "available": 0}`` (or a list); ``DELETE``
   clears all, or one cloud's / one GPU's with ``?cloud=runpod&gpu=h100``. Every
   answer is the overrides now: ``{"runpod": {"h100": 0}}``.
+* ``/_control/accounts``: the clouds' accounts (``accounts.py``). ``GET`` ->
+  ``{"runpod": [{"id": "default", "number": 1, "key": ...}, ...], ...}`` (``?cloud=``
+  for one); ``POST {"cloud": "runpod"}`` (optionally ``"key"``) adds one and answers it
+  (201); 400 for an unknown cloud or a key in use.
 * ``/_control/stats`` and ``/_control/violations``: ``GET`` reads, ``DELETE`` resets.
 
 No key guards it: the sandbox listens on loopback and holds nothing real.
@@ -38,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .accounts import Account
 from .app import CONTROL_PREFIX
 from .cloud import ASGIApp, json_response
 from .faults import FaultRule
@@ -45,7 +50,7 @@ from .faults import FaultRule
 if TYPE_CHECKING:
     from .server import Sandbox
 
-__all__ = ["build_control_app", "rule_json"]
+__all__ = ["account_json", "build_control_app", "rule_json"]
 
 
 class _Refused(Exception):
@@ -65,6 +70,11 @@ def rule_json(rule: FaultRule, rule_id: int) -> dict[str, Any]:
         "injected": {str(k): v for k, v in rule.injected.items()},
         "exhausted": rule.exhausted,
     }
+
+
+def account_json(account: Account) -> dict[str, Any]:
+    """An account as JSON (its key is a sandbox key: not a secret, and tests need it)."""
+    return {"id": account.id, "number": account.number, "key": account.key}
 
 
 def _fault_params(faults: Any) -> frozenset[str]:
@@ -211,6 +221,31 @@ class _Control:
             raise _Refused(400, str(exc)) from None
         return json_response(self.sb.capacity.snapshot())
 
+    # -- accounts -------------------------------------------------------------------------
+    async def show_accounts(self, request: Request) -> Response:
+        wanted = request.query_params.get("cloud")
+        names = [self._cloud(wanted)] if wanted is not None else list(self.sb.clouds)
+        out: dict[str, list[dict[str, Any]]] = {}
+        for name in names:
+            try:
+                out[name] = [account_json(a) for a in self.sb.accounts(name)]
+            except ValueError:
+                continue  # a cloud without accounts
+        return json_response(out)
+
+    async def add_account(self, request: Request) -> Response:
+        body = await _body(request)
+        if not isinstance(body, Mapping) or set(body) - {"cloud", "key"}:
+            raise _Refused(400, 'send {"cloud": name} and optionally "key"')
+        key = body.get("key")
+        if key is not None and not isinstance(key, str):
+            raise _Refused(400, "key must be a string")
+        try:
+            account = self.sb.add_account(self._cloud(body.get("cloud")), key)
+        except ValueError as exc:
+            raise _Refused(400, str(exc)) from None
+        return json_response(account_json(account), 201)
+
     # -- stats and violations -------------------------------------------------------------
     async def show_stats(self, request: Request) -> Response:
         return json_response(self.sb.stats())
@@ -229,7 +264,7 @@ class _Control:
     async def index(self, request: Request) -> Response:
         return json_response({
             name: f"{CONTROL_PREFIX}/{name}"
-            for name in ("faults", "clock", "capacity", "stats", "violations")
+            for name in ("faults", "clock", "capacity", "accounts", "stats", "violations")
         })
 
 
@@ -262,6 +297,8 @@ def build_control_app(sandbox: Sandbox) -> ASGIApp:
             Route("/capacity", c.show_capacity, methods=["GET"]),
             Route("/capacity", c.set_capacity, methods=["POST"]),
             Route("/capacity", c.clear_capacity, methods=["DELETE"]),
+            Route("/accounts", c.show_accounts, methods=["GET"]),
+            Route("/accounts", c.add_account, methods=["POST"]),
             Route("/stats", c.show_stats, methods=["GET"]),
             Route("/stats", c.reset_stats, methods=["DELETE"]),
             Route("/violations", c.show_violations, methods=["GET"]),

@@ -1,4 +1,5 @@
-"""Fault injection: latency, error statuses, 429s, dropped connections, lost responses.
+"""Fault injection: latency, error statuses, 429s, dropped connections, lost responses,
+late commits.
 
 ``sb.faults(route, ...)`` adds a rule and returns it (``rule.clear()`` removes it;
 ``sb.faults.clear()`` removes all). Each rule draws from its own seeded random
@@ -14,7 +15,10 @@ Route patterns use the path relative to the API mount and ``fnmatch`` globs:
 Outcomes, checked in this order against one uniform draw per rule: ``drop_rate``
 (the connection closes before the request reaches the cloud), ``lost_response_rate``
 (the request is fully applied, then the connection dies before the client has its
-answer: "the create succeeded but the response was lost"), ``rate_limit_429``
+answer: "the create succeeded but the response was lost"), ``late_commit_rate``
+(the connection closes at once, as if the client had timed out, and the request is
+applied ``late_commit_ms`` later: "the server committed the create after the client
+gave up", so a lookup right after the failure finds nothing yet), ``rate_limit_429``
 (a 429 with ``Retry-After: retry_after_s``; ``retry_after_s=None`` leaves the header
 out, as Cloudflare-fronted APIs do), then ``error_rate`` per status, then
 ``applied_error_rate`` per status (the request is applied, then the answer is
@@ -23,8 +27,9 @@ is added (with ``asyncio.sleep``, so other requests proceed) to every matching r
 
 A script instead of chances: ``sequence=[...]`` gives the outcome of each matching
 request in turn, then the rule is spent. An entry is ``"pass"`` (or ``None``: serve
-normally), ``"drop"``, ``"lost"``, an HTTP status (refused, nothing applied) or
-``"applied:<status>"`` (applied, then answered with that status). ``count`` (alias
+normally), ``"drop"``, ``"lost"``, ``"late:<ms>"`` (dropped now, applied ``ms`` later),
+an HTTP status (refused, nothing applied) or ``"applied:<status>"`` (applied, then
+answered with that status). ``count`` (alias
 ``times``) limits how many requests any rule applies to. Every parameter is plain
 data (``rule.to_dict()``), so a rule can be sent over the wire and rebuilt.
 """
@@ -68,7 +73,7 @@ class Decision:
     """What to do to one request."""
 
     latency_s: float = 0.0
-    outcome: str | int | None = None  # "drop", "lost", "applied:<status>" or an HTTP status
+    outcome: str | int | None = None  # "drop", "lost", "late:<ms>", "applied:<status>", a status
     retry_after_s: int | None = 1  # None: an injected 429 carries no Retry-After
 
     @property
@@ -79,6 +84,13 @@ class Decision:
         return {"Retry-After": str(self.retry_after_s)}
 
     @property
+    def late_s(self) -> float | None:
+        """For ``"late:<ms>"``: seconds after the drop at which the request is applied."""
+        if isinstance(self.outcome, str) and self.outcome.startswith("late:"):
+            return int(self.outcome.partition(":")[2]) / 1000.0
+        return None
+
+    @property
     def applied_status(self) -> int | None:
         """For ``"applied:<status>"``: the status that replaces the cloud's answer."""
         if isinstance(self.outcome, str) and self.outcome.startswith("applied:"):
@@ -87,7 +99,8 @@ class Decision:
 
 
 Outcome = str | int | None
-"""A scripted outcome: ``"pass"``/``None``, ``"drop"``, ``"lost"``, a status, ``"applied:<s>"``."""
+"""A scripted outcome: ``"pass"``/``None``, ``"drop"``, ``"lost"``, ``"late:<ms>"``, a status,
+``"applied:<s>"``."""
 
 
 def _check_status(status: Any, what: str) -> int:
@@ -95,6 +108,12 @@ def _check_status(status: Any, what: str) -> int:
             or not str(status).isdigit() or not 400 <= int(status) <= 599:
         raise ValueError(f"{what}: only HTTP error statuses (400-599), not {status!r}")
     return int(status)
+
+
+def _check_late_ms(ms: Any) -> int:
+    if isinstance(ms, bool) or not str(ms).isdigit():
+        raise ValueError(f"late: the delay is whole milliseconds >= 0, not {ms!r}")
+    return int(ms)
 
 
 def _check_outcome(outcome: Outcome) -> str | int | None:
@@ -105,6 +124,8 @@ def _check_outcome(outcome: Outcome) -> str | int | None:
         return outcome
     if isinstance(outcome, str) and outcome.startswith("applied:"):
         return f"applied:{_check_status(outcome.partition(':')[2], 'applied')}"
+    if isinstance(outcome, str) and outcome.startswith("late:"):
+        return f"late:{_check_late_ms(outcome.partition(':')[2])}"
     if isinstance(outcome, bool):
         raise ValueError(f"not a fault outcome: {outcome!r}")
     return _check_status(outcome, "sequence")
@@ -150,15 +171,18 @@ class FaultRule:
         sequence: Sequence[Outcome] | None = None,
         seed: int | str | None = None,
         count: int | None = None,
+        late_commit_rate: float = 0.0,
+        late_commit_ms: int = 500,
     ) -> None:
+        late_ms = _check_late_ms(late_commit_ms)
         errors = {_check_status(s, "error_rate"): float(r) for s, r in (error_rate or {}).items()}
         applied = {_check_status(s, "applied_error_rate"): float(r)
                    for s, r in (applied_error_rate or {}).items()}
         if count is not None and count < 0:
             raise ValueError("count must be >= 0")
         script = None if sequence is None else [_check_outcome(o) for o in sequence]
-        rates = [drop_rate, lost_response_rate, rate_limit_429, *errors.values(),
-                 *applied.values()]
+        rates = [drop_rate, lost_response_rate, late_commit_rate, rate_limit_429,
+                 *errors.values(), *applied.values()]
         if any(r < 0 for r in rates) or sum(rates) > 1.0 + 1e-9:
             raise ValueError("fault rates must be >= 0 and add up to at most 1.0")
         if latency_ms < 0 or (retry_after_s is not None and retry_after_s < 0):
@@ -172,8 +196,9 @@ class FaultRule:
         self._rates: dict[str, Any] = {
             "error_rate": errors, "rate_limit_429": float(rate_limit_429),
             "drop_rate": float(drop_rate), "lost_response_rate": float(lost_response_rate),
-            "applied_error_rate": applied,
+            "applied_error_rate": applied, "late_commit_rate": float(late_commit_rate),
         }
+        self.late_commit_ms = late_ms
         self.matched = 0
         self.injected: Counter[str | int] = Counter()
         self._scope, self._method, self._path = _parse_route(route)
@@ -182,6 +207,7 @@ class FaultRule:
         steps: list[tuple[str | int, float]] = [
             ("drop", drop_rate),
             ("lost", lost_response_rate),
+            (f"late:{late_ms}", late_commit_rate),
             (429, rate_limit_429),
             *sorted(errors.items()),
             *sorted((f"applied:{s}", r) for s, r in applied.items()),
@@ -251,6 +277,8 @@ class FaultRule:
             "sequence": list(self.sequence) if self.sequence is not None else None,
             "seed": self.seed,
             "count": self.count,
+            "late_commit_rate": rates["late_commit_rate"],
+            "late_commit_ms": self.late_commit_ms,
         }
 
 
@@ -278,6 +306,8 @@ class Faults:
         seed: int | str | None = None,
         count: int | None = None,
         times: int | None = None,
+        late_commit_rate: float = 0.0,
+        late_commit_ms: int = 500,
     ) -> FaultRule:
         """Add a rule (see the module docstring) and return it; ``rule.clear()`` removes it.
 
@@ -303,6 +333,8 @@ class Faults:
                 sequence=sequence,
                 seed=f"{self._seed}:{self._made}:{route}" if seed is None else seed,
                 count=count,
+                late_commit_rate=late_commit_rate,
+                late_commit_ms=late_commit_ms,
             )
             self._rules.append(rule)
         return rule

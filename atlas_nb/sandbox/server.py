@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from . import attach, detach, sandbox_key
+from .accounts import Account, Accounts
 from .app import SandboxApp, Stats
 from .capacity import Capacity
 from .cloud import Clock, Cloud, CloudContext, SystemClock
@@ -61,7 +62,8 @@ class Sandbox:
 
     Attributes:
         url: the base URL (``http://127.0.0.1:PORT``); APIs live at ``url/{cloud}/{api}``.
-        keys: the API key each cloud accepts (``sandbox-{cloud}-key``; not secrets).
+        keys: the key of each cloud's default account (``sandbox-{cloud}-key``; not
+            secrets). ``add_account(cloud)`` adds another account with its own key.
         faults: the fault injector; ``sb.faults("POST /v2/pods", drop_rate=0.5)``.
         capacity: GPU stock overrides per cloud; ``sb.capacity.set("runpod", "h100", 0)``.
         clock: the time source; a ``ManualClock`` can also be moved over HTTP.
@@ -151,8 +153,35 @@ class Sandbox:
 
     @property
     def keys(self) -> dict[str, str]:
-        """Cloud name -> the key it accepts."""
+        """Cloud name -> the key of its default account."""
         return {name: sandbox_key(name) for name in self.clouds}
+
+    def accounts(self, provider: str) -> list[Account]:
+        """The accounts of one cloud, the default one first (``accounts.py``)."""
+        return self._accounts_of(provider).all()
+
+    def add_account(self, provider: str, key: str | None = None) -> Account:
+        """Add an account to ``provider``'s cloud: its own key and its own namespace.
+
+        Another account's resources answer what the cloud answers for an unknown id.
+        ``key`` defaults to ``sandbox-{provider}-acct{n}-key``; ``ValueError`` for an
+        unknown cloud, a cloud without accounts, or a key already in use.
+        """
+        account = self._accounts_of(provider).add(key)
+        logs = getattr(self.clouds[provider], "logs", None)  # Fly's logs API keeps its own set
+        if logs is not None and callable(getattr(logs, "accept_token", None)):
+            logs.accept_token(account.key)
+        return account
+
+    def _accounts_of(self, provider: str) -> Accounts:
+        cloud = self.clouds.get(provider)
+        if cloud is None:
+            raise ValueError(f"no cloud {provider!r} in this sandbox; it serves: "
+                             f"{', '.join(self.clouds)}")
+        accounts = getattr(cloud, "accounts", None)
+        if not isinstance(accounts, Accounts):
+            raise ValueError(f"the {provider} cloud has no accounts")
+        return accounts
 
     @property
     def violations(self) -> list[str]:

@@ -204,6 +204,7 @@ class ProviderConformance:
     ) -> None:
         c = spawned.spawn(auth="bearer")
         assert c.auth is not None and c.auth.scheme == "bearer", f"auth handle: {c.auth!r}"
+        assert c.auth.token, "spawn_compute returned a bearer auth handle without its token"
         token, token_hash = c.auth.token, c.auth.hash
         assert _token_bytes(token) >= _MIN_TOKEN_BYTES, (
             f"bearer token too short: {_token_bytes(token)} bytes, need {_MIN_TOKEN_BYTES}"

@@ -5,6 +5,11 @@
 seam with the flyctl-style ``Authorization`` header, and on a 401 invalidates the
 token source, fetches a fresh token and retries **once**. The wire translation is
 in ``wire``.
+
+The logs API is polled, not long-polled: it answers at once with what it has (flyctl's
+``logs/polling.go`` ``Poll`` loops ``GetAppLogs(ctx, app, nextToken, region, vmID)`` with
+its own backoff, and the endpoint takes no wait/timeout parameter). So there is no server
+window to size; each poll is capped by the user's ``http=`` timeout like any request.
 """
 
 from __future__ import annotations

@@ -49,6 +49,8 @@ CREATE_ATTEMPTS = 3
 WAIT_CAP_S = 60
 """The Machines API holds a ``/wait`` for at most 60 s (fly-go clamps to the same)."""
 DEFAULT_ORG = "personal"
+STATE_POLL_S = 0.5
+"""Pause between two GETs when the user's ``http=`` timeout leaves no room for ``/wait``."""
 _ONE_SHOT = RetryPolicy(attempts=1)
 _APP_HINT = (
     "pass provider_opts={'app': 'my-app'} (add 'create_app': True to create it), "
@@ -291,13 +293,37 @@ class Fly(BaseProvider):
 
     def _wait_state(self, app: str, machine: str, state: str, budget_s: float,
                     *, version: str = "") -> Any:
-        """One ``/wait`` call of at most 60 s (never retried: a 408 is the caller's to handle)."""
-        seconds = max(1, min(WAIT_CAP_S, math.ceil(budget_s)))
+        """One ``/wait`` call of at most 60 s (never retried: a 408 is the caller's to handle).
+
+        The window asked for also ends inside the user's ``http=`` timeout. When not even
+        the 1 s minimum fits, the machine is polled with plain GETs instead (same result:
+        return once it is in ``state``; ``Timeout`` when ``budget_s`` runs out).
+        """
+        client = self._machines()
+        # GET /apps/{app}/machines/{id}/wait?timeout= takes whole seconds, default 60
+        # (specs/fly/machines-openapi3.json, parameter "timeout"; fly-go clamps to 60).
+        room = math.floor(client.poll_window(WAIT_CAP_S))
+        if room < 1:
+            return self._poll_state(app, machine, state, budget_s)
+        seconds = max(1, min(room, math.ceil(budget_s)))
         params = {"state": state, "timeout": seconds, "version": version or None}
-        return self._machines().request(
+        return client.request(
             "GET", f"{_machine_path(app, machine)}/wait", params=params, retry=_ONE_SHOT,
             timeout=httpx.Timeout(seconds + 15.0, connect=10.0),
         )
+
+    def _poll_state(self, app: str, machine: str, state: str, budget_s: float) -> Any:
+        """``_wait_state`` without a long poll: GET the machine until it is in ``state``."""
+        deadline = self._monotonic() + max(budget_s, 0.0)
+        while True:
+            body = self._machines().request("GET", _machine_path(app, machine))
+            if isinstance(body, dict) and body.get("state") == state:
+                return body
+            left = deadline - self._monotonic()
+            if left <= 0:
+                raise Timeout(f"machine {wire.compute_id(app, machine)} not {state} after "
+                              f"{budget_s:g}s", provider=self.name)
+            self._sleep(min(STATE_POLL_S, left))
 
     def _create(self, app: str, body: dict[str, Any], name: str, marker: str) -> Compute:
         """``create_once``: before a retry the machine is looked up by name + metadata marker."""

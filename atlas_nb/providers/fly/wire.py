@@ -179,7 +179,10 @@ def create_body(request: ComputeRequest, *, name: str, marker: str) -> dict[str,
         "image": request.image,
         "guest": spec,
         "env": dict(request.env),
-        "metadata": {MARKER_KEY: marker},
+        # Labels go to ``fly.MachineConfig.metadata`` (``additionalProperties: string``,
+        # specs/fly/machines-openapi3.json), which every Machine answer returns in its
+        # ``config``; the marker key (with ``_``) can never be a label key.
+        "metadata": {**request.labels, MARKER_KEY: marker},
     }
     if request.ports:
         config["services"] = services(request)
@@ -236,6 +239,13 @@ def ports_from_wire(app: str, config: Mapping[str, Any]) -> tuple[PortMapping, .
     return tuple(out)
 
 
+def labels_of(config: Mapping[str, Any]) -> dict[str, str]:
+    """A machine's ``config.metadata`` as ``Compute.labels``: every string entry but
+    atlas_nb's create marker (Fly's own keys, such as ``fly_platform_version``, included)."""
+    metadata = as_map(config.get("metadata"))
+    return {str(k): v for k, v in metadata.items() if isinstance(v, str) and k != MARKER_KEY}
+
+
 def compute_from_wire(machine: Mapping[str, Any], app: str) -> Compute:
     """A ``Machine`` as a ``Compute``; ``raw`` is the machine minus ``config.env``."""
     config = as_map(machine.get("config"))
@@ -255,6 +265,7 @@ def compute_from_wire(machine: Mapping[str, Any], app: str) -> Compute:
         image=as_str(config.get("image")),
         name=as_str(machine.get("name")),
         created_at=as_datetime(machine.get("created_at")),
+        labels=labels_of(config),
         raw=strip_secrets(dict(machine)),
     )
 

@@ -129,7 +129,15 @@ def remap(exc: AtlasError) -> AtlasError:
 # -- requests ---------------------------------------------------------------------------
 def atlas_tags(request: ComputeRequest, marker: str) -> list[dict[str, str]]:
     """The tags that let ``compute_from_wire`` rebuild ports and image, and find a lost launch."""
-    tags = [{"key": REQUEST_TAG, "value": marker}]
+    clash = sorted(set(request.labels) & _ATLAS_TAGS)
+    if clash:
+        raise ValidationError(f"labels must not set atlas_nb's own Lambda tags {clash}")
+    # Labels are tags as they are: ``InstanceLaunchRequest.tags`` is a list of
+    # ``RequestedTagEntry`` {key, value} (specs/lambda/lambda-cloud-api-openapi-1.8.3.json),
+    # and ``Instance.tags`` returns them; ``ComputeRequest`` keeps label keys to the
+    # spec's key pattern and lengths.
+    tags = [{"key": REQUEST_TAG, "value": marker},
+            *({"key": k, "value": v} for k, v in request.labels.items())]
     if request.ports:
         spec = ",".join(p.spec for p in request.ports)
         if len(spec) > TAG_VALUE_MAX:
@@ -163,9 +171,10 @@ def launch_body(
     if not isinstance(user_tags, list):
         raise ValidationError("provider_opts['tags'] must be a list of {'key', 'value'} dicts")
     keys = {str(t.get("key")) for t in user_tags if isinstance(t, Mapping)}
-    clash = sorted(keys & _ATLAS_TAGS)
+    clash = sorted(keys & (_ATLAS_TAGS | set(request.labels)))
     if clash:
-        raise ValidationError(f"provider_opts['tags'] must not set atlas_nb's own tags {clash}")
+        raise ValidationError(f"provider_opts['tags'] must not set atlas_nb's own tags or "
+                              f"the request's labels {clash}")
     body: dict[str, Any] = {
         "region_name": region,
         "instance_type_name": instance_type,
@@ -262,6 +271,7 @@ def compute_from_wire(instance: Mapping[str, Any]) -> Compute:
         region=as_str(as_map(instance.get("region")).get("name")),
         image=tags.get(IMAGE_TAG),
         name=as_str(instance.get("name")),
+        labels={k: v for k, v in tags.items() if k not in _ATLAS_TAGS},
         raw=clean_raw(instance),
     )
 

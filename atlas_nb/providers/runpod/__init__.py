@@ -111,6 +111,20 @@ class RunPod(BaseProvider):
         jid, ep = job_ref(job_id, endpoint)
         return serverless.stream(self.client("serverless"), jid, ep, sleep=self._sleep)
 
+    # -- the account ------------------------------------------------------------------
+    def account_fingerprint(self) -> str:
+        """The key's RunPod user id (GraphQL ``myself { id }``, as runpod-python's
+        ``get_user`` asks), as ``runpod:account:{id}@{host}``; cached per key."""
+
+        def user_id() -> str:
+            found = wire.user_id_from_wire(self._graphql(wire.MYSELF_QUERY))
+            if found is None:
+                raise ProviderError("RunPod's myself query answered without an id",
+                                    provider=self.name)
+            return found
+
+        return self.cached_account_id("graphql", user_id)
+
     # -- catalog ----------------------------------------------------------------------
     def list_gpu_types(self) -> list[GpuType]:
         # On-demand prices (REST v2) and spot prices (GraphQL) are independent: fetch both at once.

@@ -24,8 +24,10 @@ DEFAULT_SYNC_TIMEOUT_MS = 600_000
 """A sync run without ``timeout_ms`` waits this long (RunPod's default execution timeout)."""
 RUNSYNC_WAIT_MS = (1_000, 5_000)
 """``/runsync?wait=`` bounds. RunPod accepts 1 s..300 s; we hold at most 5 s because until
-``/runsync`` answers we have no job id, so Ctrl-C could not cancel the job. Deadlines
-under 1 s submit with ``/run``; longer ones poll ``/status`` after the first answer."""
+``/runsync`` answers we have no job id, so Ctrl-C could not cancel the job. The window
+also ends ``LONG_POLL_MARGIN_S`` inside the user's ``http=`` timeout. When under 1 s is left
+(a short deadline or timeout) the job is submitted with ``/run``; either way ``/status`` is
+polled after the first answer until the deadline."""
 POLL_S = (0.05, 1.0)
 """First and longest pause between two status or stream polls."""
 MAX_DRAIN_POLLS = 100
@@ -54,14 +56,16 @@ def run(client: HttpClient, request: JobRequest, *, sleep: Sleep) -> Job:
     timeout_ms = request.timeout_ms or DEFAULT_SYNC_TIMEOUT_MS
     deadline = time.monotonic() + timeout_ms / 1000
     low, high = RUNSYNC_WAIT_MS
+    # /runsync?wait= is in milliseconds, 1000..300000 (docs.runpod.io/serverless/endpoints/
+    # send-requests, "/runsync"); the window must also end inside the user's http= timeout.
+    wait = min(timeout_ms, high, int(client.poll_window(high / 1000) * 1000))
     try:
-        if timeout_ms >= low:
-            wait = min(timeout_ms, high)
+        if wait >= low:
             answer = client.request(
                 "POST", _path(ep, "runsync"), json=body, params={"wait": wait},
                 idempotent=False, timeout=httpx.Timeout(wait / 1000 + 30.0, connect=10.0),
             )
-        else:  # /runsync would hold the answer past the deadline
+        else:  # /runsync would hold the answer past the deadline or the user's timeout
             answer = client.request("POST", _path(ep, "run"), json=body, idempotent=False)
     except KeyboardInterrupt as exc:
         exc.add_note(f"RunPod had not answered with a job id yet: a job on endpoint {ep} "

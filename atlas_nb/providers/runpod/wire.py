@@ -86,6 +86,10 @@ RENT_SPOT_MUTATION = (
     "mutation AtlasRentSpot($input: PodRentInterruptableInput!) "
     "{ podRentInterruptable(input: $input) { id } }"
 )
+# The key's user id: runpod-python runpod/api/queries/user.py (QUERY_USER,
+# ``query myself { myself { id pubKey ... } }``), read by runpod.get_user()
+# (runpod/api/ctl_commands.py).
+MYSELF_QUERY = "query AtlasMyself { myself { id } }"
 
 
 # -- requests ---------------------------------------------------------------------------
@@ -151,7 +155,11 @@ def _compute_config(request: ComputeRequest) -> dict[str, Any]:
 
 
 def create_body(request: ComputeRequest, *, name: str, marker: str) -> dict[str, Any]:
-    """REST v2 ``CreatePodRequest`` for an on-demand pod; ``provider_opts`` merged last."""
+    """REST v2 ``CreatePodRequest`` for an on-demand pod; ``provider_opts`` merged last.
+
+    ``request.labels`` are not sent: a pod has no labels or tags (``CreatePodRequest`` and
+    ``Pod`` in specs/runpod/rest-v2-openapi.json), so ownership travels in the name only.
+    """
     body: dict[str, Any] = {"name": name}
     if request.image:
         body["image"] = request.image
@@ -367,6 +375,11 @@ def graphql_data(body: Any) -> Mapping[str, Any]:
         message = as_map(first).get("message") if isinstance(first, Mapping) else first
         raise GraphQLFailure(str(message or "GraphQL error"), strip_secrets(dict(body)))
     return as_map(as_map(body).get("data"))
+
+
+def user_id_from_wire(data: Any) -> str | None:
+    """``myself.id`` of a ``MYSELF_QUERY`` answer's ``data`` (``None`` if absent)."""
+    return as_str(as_map(as_map(data).get("myself")).get("id"))
 
 
 def spot_bid(gpu_types: Iterable[Any], gpu_id: str) -> float | None:

@@ -129,6 +129,23 @@ class Vast(BaseProvider):
             return None  # already gone: terminate is idempotent
         return None
 
+    # -- the account ------------------------------------------------------------------
+    def account_fingerprint(self) -> str:
+        """The key's Vast user id (``GET /api/v0/users/current/``, vast-cli's
+        ``show user``), as ``vast:account:{id}@{host}``; cached per key."""
+
+        def user_id() -> str:
+            # vast-ai/vast-cli vast.py show__user: GET /users/current (the answer carries
+            # the api_key too; only the id is read). idempotent: a plain read.
+            body = self.client("rest").request("GET", "/api/v0/users/current/", idempotent=True)
+            found = wire.user_id_from_wire(body)
+            if found is None:
+                raise ProviderError("Vast's users/current answered without an id",
+                                    provider=self.name)
+            return found
+
+        return self.cached_account_id("rest", user_id)
+
     # -- catalog ----------------------------------------------------------------------
     def list_gpu_types(self) -> list[GpuType]:
         return wire.gpu_types_from_offers(self._search(wire.catalog_query()))

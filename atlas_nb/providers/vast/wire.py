@@ -182,6 +182,10 @@ def create_body(
     env = {**request.env, REQUEST_ID_ENV: marker}
     if request.ports:
         env[PORTS_ENV] = ",".join(p.spec for p in request.ports)
+    # Vast has one free-text ``label`` per instance (``label: Custom name for the
+    # instance`` in the create body, at most 1024 characters via manageInstance;
+    # specs/vast/vast-openapi.yaml) and no key/value labels: the label is the name, and
+    # the orchestrator's ledger id travels inside it. ``request.labels`` are not sent.
     body: dict[str, Any] = {
         "label": name,
         "disk": disk_gb(request),
@@ -340,6 +344,18 @@ def is_our_create(row: Mapping[str, Any], *, name: str, marker: str, name_is_our
     if REQUEST_ID_ENV in env:
         return env[REQUEST_ID_ENV] == marker
     return name_is_ours  # no env in the answer: a generated label is unique enough
+
+
+def user_id_from_wire(body: Any) -> str | None:
+    """``id`` of a ``GET /api/v0/users/current/`` answer (the key's user), as text.
+
+    The spec's showUser (atlas_nb/sandbox/specs/vast/vast-openapi.yaml): ``id`` integer;
+    vast-ai/vast-cli vast.py ``show__user`` reads the same endpoint. The answer also
+    carries ``api_key``: only the id is kept."""
+    uid = body.get("id") if isinstance(body, Mapping) else None
+    if isinstance(uid, bool) or not isinstance(uid, (int, str)) or uid == "":
+        return None
+    return str(uid)
 
 
 def offer_vanished(error: AtlasError) -> bool:

@@ -41,6 +41,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import sandbox_key
+from ..accounts import Accounts, acting_as, visible
 from ..cloud import (
     Api,
     ASGIApp,
@@ -142,7 +143,8 @@ class _Routes:
             raise FlyError(400, "org_slug is required")
         if org not in self.state.orgs:
             raise FlyError(404, f"organization {org!r} not found")
-        apps = [self.state.app_wire(a) for a in self.state.apps.values() if a.org == org]
+        apps = [self.state.app_wire(a) for a in list(self.state.apps.values())
+                if a.org == org and visible(a.account)]
         return json_response({"total_apps": len(apps), "apps": apps})
 
     async def create_app(self, request: Request) -> Response:
@@ -280,10 +282,11 @@ async def _on_http(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, str(exc.detail), exc.headers)
 
 
-def build_machines_app(state: FlyState, key: str, *, poll_s: float = 0.02,
+def build_machines_app(state: FlyState, accounts: Accounts, *, poll_s: float = 0.02,
                        fast_forward: Callable[[], bool] = lambda: False,
                        tokens: Collection[str] = ()) -> ASGIApp:
-    """The Machines API behind ``Bearer``/``FlyV1`` auth (``key``, or any of ``tokens``)."""
+    """The Machines API behind ``Bearer``/``FlyV1`` auth: a key of ``accounts``, or any of
+    ``tokens`` (which act as the default account)."""
     r = _Routes(state, poll_s, fast_forward)
     m = "/v1/apps/{app}/machines/{id}"
     app = Starlette(
@@ -309,12 +312,17 @@ def build_machines_app(state: FlyState, key: str, *, poll_s: float = 0.02,
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        if scheme not in ("Bearer", "FlyV1") or token.strip() not in (key, *tokens):
-            detail = ("You must be authenticated to view this." if not token.strip()
+        token = token.strip()
+        account = accounts.by_key(token) if scheme in ("Bearer", "FlyV1") else None
+        if account is None and scheme in ("Bearer", "FlyV1") and token and token in tokens:
+            account = accounts.default
+        if account is None:
+            detail = ("You must be authenticated to view this." if not token
                       else "Authenticate: token validation error")
             await error_response(401, detail)(scope, receive, send)
             return
-        await app(scope, receive, send)
+        with acting_as(account):  # its token sees its own apps (and their machines) only
+            await app(scope, receive, send)
 
     return guarded
 
@@ -327,6 +335,8 @@ class FlyCloud:
     def __init__(self, ctx: CloudContext) -> None:
         self.ctx = ctx
         self.key = sandbox_key(self.name)
+        self.accounts = Accounts(self.name, self.key)
+        """Its accounts (``accounts.py``): ``self.key`` is the default one's key."""
         self.state = FlyState(ctx)
         self.poll_s = float(ctx.options.get("wait_poll_s", 0.02))
         self.wait_fast_forward = bool(ctx.options.get("wait_fast_forward", False))
@@ -341,7 +351,7 @@ class FlyCloud:
         """The Machines API and the app logs API (``S/fly/api``; state in ``self.logs``)."""
         from .logs import logs_api  # the logs API's module; it sets self.logs
 
-        app = build_machines_app(self.state, self.key, poll_s=self.poll_s,
+        app = build_machines_app(self.state, self.accounts, poll_s=self.poll_s,
                                  fast_forward=lambda: self.wait_fast_forward, tokens=self.tokens)
         return [Api("machines", app, error_response, spec=SPEC, errata=ERRATA), logs_api(self)]
 

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..accounts import DEFAULT, owner, visible
 from ..cloud import CloudContext, iso
 
 __all__ = ["CPU_SLOTS", "REGIONS", "AppRecord", "FlyError", "FlyState", "MachineRecord"]
@@ -94,6 +95,7 @@ class AppRecord:
     network: str
     numeric_id: int
     created_at: float
+    account: str = DEFAULT  # the account whose token created it (``accounts.py``)
 
 
 @dataclass
@@ -163,15 +165,17 @@ class FlyState:
             app = AppRecord(
                 id=self._hex(16), name=name, org=org, network=network or "default",
                 numeric_id=self._rng.randint(100_000, 999_999), created_at=self.ctx.clock.time(),
+                account=owner(),
             )
             self.apps[name] = app
             return app
 
     def app(self, name: str) -> AppRecord:
-        """An app by name, or ``FlyError(404)``."""
+        """An app of the acting account by name, or ``FlyError(404)`` (an app of another
+        account is not found: an organisation's token sees only its own apps)."""
         with self._lock:
             found = self.apps.get(name)
-            if found is None:
+            if found is None or not visible(found.account):
                 raise FlyError(404, "app not found")
             return found
 

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .. import sandbox_key
+from ..accounts import Accounts
 from ..cloud import Api, CloudContext
 from .instances import Catalog, InstanceStore, container_env
 from .rest import SPEC, LaunchLimiter, LaunchPolicy, build_rest_app, error_response
@@ -44,6 +45,8 @@ class LambdaCloud:
         opts = ctx.options
         self.ctx = ctx
         self.key = sandbox_key(self.name)
+        self.accounts = Accounts(self.name, self.key)
+        """Its accounts (``accounts.py``): ``self.key`` is the default one's key."""
         self.catalog = Catalog(capacity=opts.get("capacity"), overrides=ctx.capacity)
         self.store = InstanceStore(ctx, self.catalog)
         self.limiter = LaunchLimiter(
@@ -63,7 +66,7 @@ class LambdaCloud:
 
     def apis(self) -> Sequence[Api]:
         """The v1 REST API, validated against the vendored spec."""
-        app = build_rest_app(self.store, self.policy, self.limiter, self.key,
+        app = build_rest_app(self.store, self.policy, self.limiter, self.accounts,
                              lambda: self.account_inactive)
         return [Api("rest", app, error_response, spec=SPEC)]
 

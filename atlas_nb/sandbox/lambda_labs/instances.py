@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from ..accounts import DEFAULT, owner, visible
 from ..capacity import Capacity
 from ..cloud import CloudContext
 
@@ -136,6 +137,7 @@ class InstanceRecord:
     terminate_at: float = 0.0
     terminate_s: float = 0.0
     launched: bool = False  # has been active once: it has its IP and Jupyter from then on
+    account: str = DEFAULT  # the account that launched it (``accounts.py``)
 
     def status(self, now: float) -> str:
         """The ``InstanceStatus`` at ``now``."""
@@ -226,6 +228,7 @@ class InstanceStore:
                 file_system_mounts=[dict(m) for m in body.get("file_system_mounts") or []],
                 tags=[dict(t) for t in body.get("tags") or []],
                 firewall_rulesets=[dict(r) for r in body.get("firewall_rulesets") or []],
+                account=owner(),
             )
             self._instances[record.id] = record
             return record
@@ -234,7 +237,8 @@ class InstanceStore:
         """An instance the API can see (``include_gone``: any ever made); 404 otherwise."""
         with self._lock:
             record = self._instances.get(instance_id)
-        if record is None or (not include_gone and self._gone(record)):
+        if (record is None or not visible(record.account)  # another account's: unknown
+                or (not include_gone and self._gone(record))):
             raise not_found("instance")
         return record
 
@@ -245,9 +249,9 @@ class InstanceStore:
         return now >= record.terminate_at + record.terminate_s + self.terminated_retention_s
 
     def all(self, *, include_gone: bool = False) -> list[InstanceRecord]:
-        """Instances in launch order."""
+        """The acting account's instances, in launch order."""
         with self._lock:
-            records = list(self._instances.values())
+            records = [r for r in self._instances.values() if visible(r.account)]
         return [r for r in records if include_gone or not self._gone(r)]
 
     def listed(self) -> list[InstanceRecord]:

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from ..accounts import Accounts, acting_as
 from ..cloud import ASGIApp, BadBody, Clock, Receive, Scope, Send, json_response, read_json
 from ..schemas import component_errors
 from .instances import InstanceError, InstanceStore, not_found
@@ -234,10 +235,10 @@ def build_rest_app(
     store: InstanceStore,
     policy: LaunchPolicy,
     limiter: LaunchLimiter,
-    key: str,
+    accounts: Accounts,
     inactive: Callable[[], bool],
 ) -> ASGIApp:
-    """The v1 app behind key auth and the launch rate limit."""
+    """The v1 app behind key auth (any of ``accounts``' keys) and the launch rate limit."""
     r = _Routes(store, policy)
     app = Starlette(
         routes=[
@@ -255,7 +256,8 @@ def build_rest_app(
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         given = _key_of(headers.get(b"authorization", b"").decode("latin-1"))
-        if given != key:
+        account = accounts.by_key(given)
+        if account is None or given is None:
             await json_response(_UNAUTHORIZED.body(), 401)(scope, receive, send)
             return
         if inactive():
@@ -266,6 +268,7 @@ def build_rest_app(
         if is_launch and not limiter.admit(given):
             await PlainTextResponse(RATE_LIMIT_BODY, 429)(scope, receive, send)
             return
-        await app(scope, receive, send)
+        with acting_as(account):  # it sees and launches its own instances only
+            await app(scope, receive, send)
 
     return guarded

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import sandbox_key
+from ..accounts import Accounts
 from ..cloud import Api, CloudContext, DelayKnobs, json_response
 from ..ratelimit import RateLimiter
 from .catalog import Catalog
@@ -48,6 +49,8 @@ class RunPodCloud(DelayKnobs):
     def __init__(self, ctx: CloudContext) -> None:
         self.ctx = ctx
         self.key = sandbox_key(self.name)
+        self.accounts = Accounts(self.name, self.key)
+        """Its accounts (``accounts.py``): ``self.key`` is the default one's key."""
         self.catalog = Catalog(capacity=ctx.capacity)
         self.store = PodStore(ctx, self.catalog)
         self.limiter = RateLimiter(
@@ -64,16 +67,17 @@ class RunPodCloud(DelayKnobs):
         return [
             Api(
                 "rest",
-                build_rest_app(self.store, self.catalog, self.limiter, self.key),
+                build_rest_app(self.store, self.catalog, self.limiter, self.accounts),
                 problem,
                 spec=SPEC,
             ),
             Api(
                 "graphql",
-                build_graphql_app(self.store, self.catalog, self.key, self.ctx.report),
+                build_graphql_app(self.store, self.catalog, self.accounts, self.ctx.report),
                 _graphql_error,
             ),
-            Api("serverless", build_serverless_app(self.serverless, self.key), _serverless_error),
+            Api("serverless", build_serverless_app(self.serverless, self.accounts),
+                _serverless_error),
         ]
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from graphql import GraphQLError, GraphQLObjectType, GraphQLSchema, build_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..accounts import DEFAULT, Accounts, acting_as, current
 from ..cloud import ASGIApp, Receive, Scope, Send, bearer_token, iso, json_response
 from .catalog import Catalog
 from .pods import PodError, PodRecord, PodStore
@@ -284,7 +285,12 @@ class _Resolvers:
             return None
 
     def myself(self, _root: Any, _info: Any) -> Any:
-        return {"id": "user_sandbox", "pods": [self.pod(p) for p in self.store.all()]}
+        # ``myself { id }`` is the account's user id: runpod-python's
+        # runpod/api/queries/user.py (QUERY_USER: ``myself { id pubKey networkVolumes ... }``),
+        # read by runpod.get_user() (runpod/api/ctl_commands.py).
+        account = current()
+        return {"id": account.id if account is not None else DEFAULT,
+                "pods": [self.pod(p) for p in self.store.all()]}
 
     def stop(self, _root: Any, _info: Any, input: dict[str, Any]) -> Any:
         return self._act(input["podId"], "stop")
@@ -316,7 +322,7 @@ def _schema(r: _Resolvers) -> GraphQLSchema:
 
 
 def build_graphql_app(
-    store: PodStore, catalog: Catalog, key: str, report: Callable[[str], None]
+    store: PodStore, catalog: Catalog, accounts: Accounts, report: Callable[[str], None]
 ) -> ASGIApp:
     """The GraphQL app: ``POST /graphql`` with ``{"query", "variables"?, "operationName"?}``."""
     schema = _schema(_Resolvers(store, catalog))
@@ -338,19 +344,21 @@ def build_graphql_app(
                 "runpod/graphql POST /graphql: policy: API key sent in the URL (?api_key=); "
                 "send it in the Authorization header"
             )
-        if token != key:
+        account = accounts.by_key(token)
+        if account is None:
             return json_response({"errors": [{"message": "Unauthorized"}]}, 401)
         try:
             body = json.loads(await request.body())
             query = body["query"]
         except (ValueError, KeyError, TypeError):
             return json_response({"errors": [{"message": "body must be JSON with a 'query'"}]}, 400)
-        result = graphql_sync(
-            schema,
-            query,
-            variable_values=body.get("variables"),
-            operation_name=body.get("operationName"),
-        )
+        with acting_as(account):  # the resolvers see and make this account's pods only
+            result = graphql_sync(
+                schema,
+                query,
+                variable_values=body.get("variables"),
+                operation_name=body.get("operationName"),
+            )
         payload: dict[str, Any] = {"data": result.data}
         if result.errors:
             payload["errors"] = [e.formatted for e in result.errors]

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..accounts import DEFAULT, owner, visible
 from ..cloud import CloudContext, iso
 from .catalog import Catalog
 
@@ -80,6 +81,7 @@ class PodRecord:
     started_at: float | None = None
     last_change: str = "Created"
     events: list[tuple[float, str, str]] = field(default_factory=list)
+    account: str = DEFAULT  # the account that created it (``accounts.py``)
 
     def status(self, now: float) -> str:
         """The v2 status at ``now``."""
@@ -222,6 +224,7 @@ class PodStore:
                 interruptible=interruptible,
                 bid_per_gpu=bid_per_gpu,
                 public_ports=public,
+                account=owner(),
             )
             self._boot(pod, now, provision=True)
             self._pods[pod_id] = pod
@@ -245,7 +248,8 @@ class PodStore:
         with self._lock:
             pod = self._pods.get(pod_id)
             now = self.ctx.clock.time()
-            if pod is None or (pod.phase == "TERMINATED" and not include_terminated):
+            if (pod is None or not visible(pod.account)  # another account's: unknown here
+                    or (pod.phase == "TERMINATED" and not include_terminated)):
                 raise PodError(404, f"pod {pod_id} not found")
             self._settle(pod, now)
             return pod
@@ -262,7 +266,8 @@ class PodStore:
         """Every pod, oldest first."""
         with self._lock:
             now = self.ctx.clock.time()
-            pods = [p for p in self._pods.values() if include_terminated or p.phase != "TERMINATED"]
+            pods = [p for p in self._pods.values()
+                    if (include_terminated or p.phase != "TERMINATED") and visible(p.account)]
             for pod in pods:
                 self._settle(pod, now)
             return pods

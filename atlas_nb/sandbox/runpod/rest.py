@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..accounts import Accounts, acting_as
 from ..cloud import ASGIApp, BadBody, Message, Receive, Scope, Send, iso, json_response, read_json
 from ..ratelimit import RateLimiter
 from ..schemas import component_errors
@@ -278,8 +279,10 @@ async def _on_http(request: Request, exc: Exception) -> Response:
     return problem(exc.status_code, str(exc.detail), exc.headers)
 
 
-def build_rest_app(store: PodStore, catalog: Catalog, limiter: RateLimiter, key: str) -> ASGIApp:
-    """The REST v2 app behind bearer auth and rate-limit headers."""
+def build_rest_app(
+    store: PodStore, catalog: Catalog, limiter: RateLimiter, accounts: Accounts
+) -> ASGIApp:
+    """The REST v2 app behind bearer auth (any of ``accounts``' keys) and rate-limit headers."""
     r = _Routes(store, catalog)
     app = Starlette(
         routes=[
@@ -306,7 +309,8 @@ def build_rest_app(store: PodStore, catalog: Catalog, limiter: RateLimiter, key:
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or token.strip() != key:
+        account = accounts.by_key(token.strip()) if scheme.lower() == "bearer" else None
+        if account is None:
             detail = "missing bearer token" if not token.strip() else "invalid bearer token"
             await problem(401, detail)(scope, receive, send)
             return
@@ -322,6 +326,7 @@ def build_rest_app(store: PodStore, catalog: Catalog, limiter: RateLimiter, key:
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
-        await app(scope, receive, send_with_limits)
+        with acting_as(account):  # the pods it sees and makes are its own
+            await app(scope, receive, send_with_limits)
 
     return guarded

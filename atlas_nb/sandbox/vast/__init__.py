@@ -31,6 +31,7 @@ from typing import Any
 from starlette.responses import Response
 
 from .. import sandbox_key
+from ..accounts import Accounts
 from ..cloud import Api, CloudContext, DelayKnobs, json_response
 from .instances import InstanceStore
 from .offers import OfferBook
@@ -106,11 +107,13 @@ class VastCloud(DelayKnobs):
     def __init__(self, ctx: CloudContext) -> None:
         self.ctx = ctx
         self.key = sandbox_key(self.name)
+        self.accounts = Accounts(self.name, self.key)
+        """Its accounts (``accounts.py``): ``self.key`` is the default one's key."""
         self.offers = OfferBook(ctx)
         self.store = InstanceStore(ctx)
         draws = ctx.rng("vast-vanish")
         self.routes = VastRoutes(self.offers, self.store, ctx.options, draws.random)
-        self.app = build_app(self.routes, self.key, ctx.clock, ctx.options)
+        self.app = build_app(self.routes, self.accounts, ctx.clock, ctx.options)
 
     def __repr__(self) -> str:
         return f"VastCloud(offers={len(self.offers.all())}, instances={len(self.store.all())})"

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..accounts import DEFAULT, owner, visible
 from ..cloud import CloudContext
 
 __all__ = ["InstanceRecord", "InstanceStore", "parse_env"]
@@ -113,6 +114,7 @@ class InstanceRecord:
     boot_at: float = 0.0
     provision_s: float = 0.0
     start_s: float = 0.0
+    account: str = DEFAULT  # the account that rented it (``accounts.py``)
 
     def actual_status(self, now: float) -> str | None:
         """``actual_status`` at ``now`` (``None`` while Vast is still scheduling it)."""
@@ -184,6 +186,7 @@ class InstanceStore:
                 args=list(body.get("args") or []),
                 onstart=str(body.get("onstart") or ""),
                 template_hash_id=body.get("template_hash_id"),
+                account=owner(),
             )
             if body.get("target_state") == "stopped":
                 rec.phase, rec.intended = "CREATED", "stopped"
@@ -199,9 +202,10 @@ class InstanceStore:
         rec.status_msg = None
 
     def get(self, instance_id: int) -> InstanceRecord | None:
-        """A live instance, or ``None``."""
+        """A live instance of the acting account, or ``None`` (another account's is unknown)."""
         with self._lock:
-            return self._live.get(instance_id)
+            rec = self._live.get(instance_id)
+            return rec if rec is not None and visible(rec.account) else None
 
     def require(self, instance_id: int) -> InstanceRecord:
         """A live instance; ``StoreError(404, not_found)`` otherwise."""
@@ -211,9 +215,9 @@ class InstanceStore:
         return rec
 
     def all(self) -> list[InstanceRecord]:
-        """Every live instance, oldest first."""
+        """Every live instance of the acting account, oldest first."""
         with self._lock:
-            return list(self._live.values())
+            return [r for r in self._live.values() if visible(r.account)]
 
     def set_state(self, instance_id: int, state: str) -> InstanceRecord:
         """``state: running|stopped``; setting the state it already has is a no-op."""

@@ -10,6 +10,8 @@
   the plural key; ``null`` for an id that is not, or no longer, there).
 * ``PUT /api/v0/instances/{id}/`` ``{"state": "running"|"stopped"}`` and/or ``{"label"}``.
 * ``DELETE /api/v0/instances/{id}/`` -> ``{"success": true, "msg": ...}``; 404 ``not_found``.
+* ``GET /api/v0/users/current/`` -> the key's user (``id``, ``email``, ``balance``...;
+  never the key), as ``vastai show user`` reads it.
 
 Errors are ``{"success": false, "error": code, "msg": text}``; a bad key is 401
 ``auth_error``. Rate limits are per endpoint and key, as a minimum interval
@@ -33,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from ..accounts import Accounts, acting_as, current
 from ..cloud import BadBody, Clock, json_response, read_json
 from .instances import InstanceStore, StoreError, parse_env
 from .offers import OfferBook, SearchError
@@ -248,6 +251,21 @@ class VastRoutes:
         self.offers.release(int(rec.offer["id"]))
         return json_response({"success": True, "msg": f"Instance {rec.id} destroyed."})
 
+    # -- the account ----------------------------------------------------------------------
+    async def show_user(self, request: Request) -> Response:
+        # The spec's showUser (specs/vast/vast-openapi.yaml, GET /api/v0/users/current):
+        # id (integer), key_id, email, balance, ssh_key, sid. The live answer also carries
+        # the caller's ``api_key``: vast-ai/vast-cli vast.py ``show__user`` GETs
+        # /users/current?owner=me and pops "api_key" before printing. So does this one,
+        # so a client that keeps the body is caught leaking the key.
+        account = current()
+        if account is None:  # served only behind the auth check, which sets it
+            raise _Invalid(401, "auth_error", "Invalid user key")
+        return json_response({"id": account.number, "key_id": 1000 + account.number,
+                              "email": f"{account.id}@sandbox.invalid", "balance": 100.0,
+                              "ssh_key": "", "sid": f"sandbox-{account.number}",
+                              "api_key": account.key})
+
 
 def _order_keys(order: Any) -> list[tuple[str, str]]:
     if not isinstance(order, list):
@@ -370,8 +388,10 @@ class _RateGate:
         return None
 
 
-def build_app(routes: VastRoutes, key: str, clock: Clock, options: Mapping[str, Any]) -> Starlette:
-    """The REST app: bearer auth (or ``?api_key=``), rate gate, routes, Vast error shapes."""
+def build_app(routes: VastRoutes, accounts: Accounts, clock: Clock,
+              options: Mapping[str, Any]) -> Starlette:
+    """The REST app: bearer auth (or ``?api_key=``) as one of ``accounts``, rate gate, routes,
+    Vast error shapes."""
     spacing = options.get("min_interval_s", 0.0)
     gate = _RateGate(clock, spacing if isinstance(spacing, Mapping) else {},
                      0.0 if isinstance(spacing, Mapping) else float(spacing))
@@ -381,12 +401,14 @@ def build_app(routes: VastRoutes, key: str, clock: Clock, options: Mapping[str, 
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             presented = token.strip() if scheme.lower() == "bearer" else ""
             presented = presented or request.query_params.get("api_key", "")
-            if presented != key:
+            account = accounts.by_key(presented)
+            if account is None:
                 return error_body(401, "auth_error", "Invalid user key")
             threshold = gate.allow(endpoint, presented)
             if threshold is not None:
                 return too_frequent(threshold)
-            return await handler(request)
+            with acting_as(account):  # it sees and rents its own instances only
+                return await handler(request)
 
         return run
 
@@ -397,6 +419,7 @@ def build_app(routes: VastRoutes, key: str, clock: Clock, options: Mapping[str, 
         ("/api/v0/instances/{id}", "showInstance", routes.show_instance, "GET"),
         ("/api/v0/instances/{id}", "manageInstance", routes.manage_instance, "PUT"),
         ("/api/v0/instances/{id}", "destroyInstance", routes.destroy_instance, "DELETE"),
+        ("/api/v0/users/current", "showUser", routes.show_user, "GET"),
     ]
     starlette_routes = []
     for path, endpoint, handler, method in table:
