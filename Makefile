@@ -23,7 +23,7 @@ EXTRAS ?= dev,notebook,sandbox
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup test lint demo lab bench clean
+.PHONY: setup test lint demo lab bench clean oracles
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "make: need python3 >= 3.11 on PATH (or PYTHON=...)" >&2; exit 1; }
@@ -40,8 +40,22 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy atlas_nb
 
+# The official clients (vast-cli's `vastai`, runpod-python's `runpod`) as oracles for the
+# sandbox's wire formats: one virtualenv each, since their pins conflict with ours and with
+# each other; the tests drive them and never install anything themselves.
+ORACLES := vastai runpod
+ORACLE_STAMPS := $(foreach o,$(ORACLES),.oracles/$(o)/.installed)
+.oracles/%/.installed: oracles/%.txt
+	@test -n "$(PYTHON)" || { echo "make: need python3 >= 3.11 on PATH (or PYTHON=...)" >&2; exit 1; }
+	@echo "make: building the $* oracle in .oracles/$*"
+	@rm -rf .oracles/$* && $(PYTHON) -m venv .oracles/$*
+	.oracles/$*/bin/python -m pip install -q --no-deps -r $<
+	@touch $@
+
+oracles: $(ORACLE_STAMPS)  ## the official clients' virtualenvs
+
 # pytest exit status 5 (nothing collected) fails the target like any other failure.
-test: lint
+test: lint oracles
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Executes notebooks/01_quickstart.ipynb against the sandbox; the executed copy goes to build/.

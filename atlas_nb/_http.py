@@ -21,7 +21,6 @@ import logging
 import os
 import random
 import re
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -33,6 +32,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 
 from . import telemetry
+from ._fork_safe_lock import ForkSafeLock
 from .errors import (
     AtlasError,
     Timeout,
@@ -107,7 +107,7 @@ def _time_left() -> float | None:
     return None if at is None else at - time.monotonic()
 
 
-_shared_lock = threading.Lock()
+_shared_lock = ForkSafeLock()
 _shared: httpx.Client | None = None
 _by_transport: weakref.WeakKeyDictionary[httpx.BaseTransport, httpx.Client] = (
     weakref.WeakKeyDictionary()
@@ -119,8 +119,7 @@ def _forget_pools_in_child() -> None:
     """After ``os.fork()`` the child must not share the parent's keep-alive sockets (two
     processes writing one TLS stream corrupt both): it drops the pooled clients, unclosed
     (closing would shut the parent's connections too), and builds its own on first use."""
-    global _shared, _shared_lock
-    _shared_lock = threading.Lock()  # a lock held by another thread at fork stays held
+    global _shared
     _shared = None
     _by_options.clear()
 

@@ -16,12 +16,12 @@ with the sandbox keys unless a call passes its own ``base_url``.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from . import sandbox as sandbox_link  # light (no server); imported once, not per call
+from ._fork_safe_lock import ForkSafeLock
 from .errors import ValidationError
 
 __all__ = [
@@ -38,7 +38,7 @@ __all__ = [
     "set_session_key",
 ]
 
-_lock = threading.Lock()
+_lock = ForkSafeLock()
 _cache: dict[str, tuple[str, dict[str, Any]]] = {}
 _session_keys: dict[str, str] = {}
 

@@ -266,12 +266,18 @@ def cancel_job(
 
 def stream_job(
     job: Job | str, *, endpoint: str | None = None, provider: ProviderArg = None,
+    timeout_s: float | None = None,
     api_key: str | None = None, base_url: Any = None, http: HttpOption = None,
 ) -> Iterator[Any]:
-    """Yield output chunks as they arrive. Ctrl-C cancels the remote job, then re-raises."""
+    """Yield output chunks as they arrive. Ctrl-C cancels the remote job, then re-raises.
+
+    Past ``timeout_s`` seconds (default: the provider's, generous; ``math.inf``: none)
+    the job is cancelled and ``Timeout`` raised."""
     job_id, ep = job_ref(job, endpoint)
     p = _provider(provider or _job_provider(job), api_key, base_url, http)
-    chunks: Iterator[Any] = _optional(p, "stream_job")(job_id, endpoint=ep)
+    # Passed only when given: a plugin written before timeout_s still streams.
+    extra = {} if timeout_s is None else {"timeout_s": timeout_s}
+    chunks: Iterator[Any] = _optional(p, "stream_job")(job_id, endpoint=ep, **extra)
     return _cancel_on_interrupt(p, chunks, job_id, ep)
 
 

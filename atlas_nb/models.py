@@ -290,6 +290,9 @@ class Compute(_Model):
     created_at: datetime | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     """The labels the cloud stores on it (Fly metadata, Lambda tags; empty elsewhere)."""
+    cloud_type: str | None = None
+    """The cloud tier it actually runs in (``"secure"`` or ``"community"``) where the
+    provider reports one; what ``cloud_type="any"`` resolved to. ``None`` elsewhere."""
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
 
     @field_validator("cost_per_hour", mode="before")

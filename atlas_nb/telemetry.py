@@ -14,15 +14,16 @@ carry ids and providers, never keys or tokens.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from ._fork_safe_lock import ForkSafeLock
 
 __all__ = ["Handler", "attach", "detach", "emit", "enabled", "handlers"]
 
 Handler = Callable[[str, Mapping[str, Any]], None]
 _log = logging.getLogger("atlas_nb.telemetry")
-_lock = threading.Lock()
+_lock = ForkSafeLock()
 _handlers: dict[str, tuple[str, Handler]] = {}
 
 

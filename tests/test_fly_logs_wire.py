@@ -74,6 +74,28 @@ def test_entry_falls_back_instead_of_dropping_lines() -> None:
     assert _entry_from_wire({"id": "x"}, "a", RECEIVED) is None
 
 
+def test_attribute_keys_are_read_whatever_their_casing() -> None:
+    # fly-go decodes the page into untagged Go fields (resource_logs.go getLogsResponse,
+    # types.go LogEntry): encoding/json matches keys ignoring case, so the server's casing
+    # is not pinned down. Exact keys win over other casings, as in Go.
+    attrs = {"Timestamp": "2024-06-01T12:00:07Z", "MESSAGE": "hello", "Level": "warn",
+             "Instance": "148e272b6d3898", "Region": "ord",
+             "Meta": {"Instance": "ignored", "Region": "ignored"}}
+    body = {"Data": [{"Id": "id-1", "Attributes": attrs},
+                     {"id": "id-2", "attributes": {"Message": "meta only", "level": "info",
+                                                   "META": {"INSTANCE": "abc", "REGION": "syd"}}},
+                     {"id": "id-3", "attributes": {"message": "exact", "Message": "other"}}],
+            "Meta": {"Next_Token": "42"}}
+    got = page_from_wire(body, "my-app")
+    assert [(e.id, e.message, e.level, e.region, e.instance) for e in got.entries] == [
+        ("id-1", "hello", "warn", "ord", "148e272b6d3898"),
+        ("id-2", "meta only", "info", "syd", "abc"),
+        ("id-3", "exact", "info", None, None),
+    ]
+    assert got.entries[0].timestamp == datetime(2024, 6, 1, 12, 0, 7, tzinfo=UTC)
+    assert got.next_token == "42"
+
+
 def test_page_from_wire() -> None:
     got = page_from_wire(page(item(1), item(2), "junk"), "a")
     assert [e.id for e in got.entries] == ["id-1", "id-2"]

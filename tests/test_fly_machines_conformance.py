@@ -28,7 +28,10 @@ APP = "atlas-conf"
 
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Sandbox]:
-    options = {"fly": {"apps": [APP], "stop_delay_s": 0.05, "destroy_delay_s": 0.05}}
+    # APP stands for the user's own deployed app: it has the addresses `fly ips allocate-*`
+    # gives (a dedicated IPv4 too, for the suite's raw TCP port).
+    options = {"fly": {"apps": [APP], "app_ips": {APP: ["shared_v4", "v6", "v4"]},
+                       "stop_delay_s": 0.05, "destroy_delay_s": 0.05}}
     with sandbox.start(validate=True, clouds=["fly"], provision_delay_s=0.05,
                        start_delay_s=0.05, options=options) as box:
         assert box.url.startswith("http://127.0.0.1:"), "the suite must run over a socket"
@@ -96,13 +99,17 @@ def test_create_app_then_spawn_then_stop_start(sb: Sandbox) -> None:
     try:
         assert c.id.startswith("fresh-app/") and c.name == "svc"
         assert "fresh-app" in sb.fly.state.apps
-        atlas.wait_ready(c.id, provider="fly", timeout_s=15)
+        ready = atlas.wait_ready(c.id, provider="fly", timeout_s=15)
+        assert sb.fly.reachable(ready.url)
         assert atlas.stop(c.id, provider="fly").status == "stopped"
         assert atlas.start(c.id, provider="fly").status in ("provisioning", "running")
         assert atlas.wait_ready(c.id, provider="fly", timeout_s=15).status == "running"
     finally:
         atlas.terminate(c.id, provider="fly")
-    assert atlas.get_compute(c.id, provider="fly").status == "terminated"
+    # Its last machine gone, the app atlas_nb created goes too (and with it the machine).
+    assert "fresh-app" not in sb.fly.state.apps
+    with pytest.raises(atlas.NotFound):
+        atlas.get_compute(c.id, provider="fly")
 
 
 def test_wait_ready_times_out_with_atlas_timeout(sb: Sandbox) -> None:

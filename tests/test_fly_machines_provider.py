@@ -33,7 +33,9 @@ SPEC = "fly/machines-openapi3.json"
 MACHINES_API = "/fly/machines"
 CREATES = "fly/machines:POST /v1/apps/my-app/machines"
 PROVISION, START, STOP, DESTROY = 2.0, 3.0, 4.0, 5.0
-OPTIONS = {"fly": {"apps": ["my-app"], "orgs": ["personal", "acme", "other"],
+# "my-app" stands for the user's own, deployed app: it has the addresses flyctl gives one.
+OPTIONS = {"fly": {"apps": ["my-app"], "app_ips": {"my-app": ["shared_v4", "v6"]},
+                   "orgs": ["personal", "acme", "other"],
                    "stop_delay_s": STOP, "destroy_delay_s": DESTROY,
                    "wait_fast_forward": True, "tokens": [MACAROON]}}
 
@@ -192,6 +194,7 @@ def test_facade_spawn_with_provider_opts_app_and_follow_up_calls_by_id(
     sb: Sandbox, http: httpx.Client, sent: Recorder
 ) -> None:
     app(sb, "notebook-app")
+    sb.fly.allocate("notebook-app", "shared_v4", "v6")  # as `fly ips allocate-*` would
     opts = {"api_key": KEY, "base_url": f"{sb.url}{MACHINES_API}", "http": http}
     c = atlas.spawn_compute(provider="fly", image="img:1", ports=[(8000, "http")],
                             provider_opts={"app": "notebook-app"}, **opts)
@@ -338,9 +341,9 @@ def test_terminate_forces_and_is_idempotent(sb: Sandbox, make: Make, sent: Recor
     p = make()
     assert p.terminate(cid) is None
     clock.advance(DESTROY)
-    assert p.terminate(cid) is None  # 404 now: already gone
+    assert p.terminate(cid) is None  # read as destroyed: not deleted again
     deletes = sent.sent("DELETE", rf"/v1/apps/my-app/machines/{mid}")
-    assert [r.url.params.get("force") for r in deletes] == ["true", "true"]
+    assert [r.url.params.get("force") for r in deletes] == ["true"]
     assert p.get_compute(cid).status == "terminated"
     assert p.terminate("gone-app/abc") is None
 
@@ -455,13 +458,15 @@ def test_list_gpu_types_has_static_prices_and_live_placements(
     types = {g.id: g for g in make().list_gpu_types()}
     assert {g.canonical for g in types.values()} == {"a10", "l40s", "a100_40g", "a100_80g"}
     assert all(g.raw["static"] is True and g.price_per_hour for g in types.values())
-    assert (types["l40s"].regions, types["l40s"].stock) == (("ord",), "low")
+    # count=0 answers the org's limits: regions, never stock (None: not known)
+    assert (types["l40s"].regions, types["l40s"].stock) == (("ord",), None)
     assert (types["a100-sxm4-80gb"].regions, types["a100-sxm4-80gb"].stock) == (
-        ("sjc", "syd"), "high")
+        ("sjc", "syd"), None)
     assert (types["a10"].regions, types["a10"].stock) == ((), "none")
     asked = [json.loads(r.content) for r in sent.sent("POST", "/v1/platform/placements")]
     assert sorted(a["compute"]["gpu_kind"] for a in asked) == sorted(types)
     assert {a["org_slug"] for a in asked} == {"acme"}
+    assert all(a.get("count", 0) == 0 for a in asked)
     assert all(a["compute"]["cpu_kind"] == "performance" for a in asked)
 
 

@@ -311,23 +311,29 @@ def test_regions(sb: Sandbox, api: httpx.Client) -> None:
     assert sb.violations == []
 
 
-def test_placements_count_free_gpu_slots(sb: Sandbox, api: httpx.Client) -> None:
+def test_placements_count_zero_answers_org_limits_not_free_capacity(
+    sb: Sandbox, api: httpx.Client
+) -> None:
+    # Spec, main.getPlacementsRequest.count: "Defaults to 0, which returns the org-specific
+    # limit for each region"; a count N simulates placing N machines.
     def where(compute: dict[str, Any], **extra: Any) -> dict[str, int]:
         r = api.post("/platform/placements",
                      json={"org_slug": "personal", "compute": compute, **extra})
         assert r.status_code == 200, r.text
         return {p["region"]: p["count"] for p in r.json()["regions"]}
 
+    limit = sb.fly.state.placement_limit
     l40s = {"cpu_kind": "performance", "cpus": 8, "memory_mb": 32768, "gpu_kind": "l40s",
             "gpus": 1}
     a100 = {**l40s, "gpu_kind": "a100-sxm4-80gb"}
-    free = where(l40s)["ord"]  # 8 slots, minus what earlier tests placed in this sandbox
-    assert set(where(l40s)) == {"ord"} and 0 < free <= 8
-    assert where(a100) == {"iad": 8, "sjc": 8, "syd": 8}
-    assert where(a100, region="sjc,ams") == {"sjc": 8}
+    assert where(l40s) == {"ord": limit}  # the org's limit, whatever is free
+    assert where(a100) == {"iad": limit, "sjc": limit, "syd": limit}
+    assert where(a100, region="sjc,ams") == {"sjc": limit}
+    free = sb.fly.state.free_slots("ord", "l40s")
     create(api, region="ord", config={"image": "img:1", "guest": l40s})
-    assert where(l40s) == ({"ord": free - 1} if free > 1 else {})
-    assert where(l40s, count=free) == {}
+    assert where(l40s) == ({"ord": limit} if free > 1 else {})  # a limit: unmoved by a create
+    assert where(a100, count=10) == {"iad": 8, "sjc": 2}  # N machines spread in region order
+    assert where(l40s, count=1) == ({"ord": 1} if free > 1 else {})
     assert len(where({"cpu_kind": "shared", "cpus": 1, "memory_mb": 256})) > 10
     assert_error(api.post("/platform/placements", json={"compute": l40s}), 400, "org_slug")
     sb.clear_violations()  # that request broke the spec on purpose

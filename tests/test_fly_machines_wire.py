@@ -223,7 +223,9 @@ def test_requests_fly_cannot_express(fields: dict[str, Any], error: type[Excepti
 # -- responses ----------------------------------------------------------------------------
 def test_compute_from_the_documented_machine() -> None:
     assert component_errors(SPEC, "Machine", LAUNCH_SYD) == []
-    c = wire.compute_from_wire(LAUNCH_SYD, "fastify")
+    shared = [{"ip": "66.241.124.7", "region": "global", "service_name": "", "shared": True}]
+    assert component_errors(SPEC, "listIPAssignmentsResponse", {"ips": shared}) == []
+    c = wire.compute_from_wire(LAUNCH_SYD, "fastify", shared)
     assert c.id == "fastify/10e286064b1867" and c.provider == "fly"
     assert (c.status, c.region, c.name) == ("provisioning", "syd", "machine-syd")
     assert c.image == "flyio/fastify-functions"
@@ -248,9 +250,12 @@ def test_compute_from_a_gpu_machine_with_tcp_ports() -> None:
          "ports": [{"port": 9000, "handlers": ["tls", "http"]}]},
         {"protocol": "udp", "internal_port": 53, "ports": [{"port": 53}]},
     ]
-    c = wire.compute_from_wire(machine, "gpu-app")
+    dedicated = [{"ip": "137.66.1.2", "region": "global", "shared": False},
+                 {"ip": "2a09:8280:1::a:b", "region": "global", "shared": False}]
+    c = wire.compute_from_wire(machine, "gpu-app", dedicated)
     assert (c.gpu_type, c.gpu_count) == ("a100_80g", 2)
     assert c.cost_per_hour == pytest.approx(248.0 / 720 + 16 * 5.0 / 720 + 2 * 3.50, rel=1e-4)
+    assert c.public_ip == "137.66.1.2"
     assert [(p.internal, p.protocol, p.url) for p in c.ports] == [
         (22, "tcp", "tcp://gpu-app.fly.dev:2222"),
         (9000, "http", "https://gpu-app.fly.dev:9000"),
@@ -297,7 +302,10 @@ def test_gpu_types_are_the_documented_static_table() -> None:
     assert types["a100-sxm4-80gb"].regions == ("iad", "sjc", "syd")
 
 
-def test_gpu_types_take_regions_and_stock_from_placements() -> None:
+def test_gpu_types_take_regions_from_placements_and_never_read_limits_as_stock() -> None:
+    # count=0 (the default we send) answers "the org-specific limit for each region"
+    # (spec, main.getPlacementsRequest.count): a region listed with a limit above 0 is
+    # one the org may use; the figure says nothing about free capacity.
     answers = [
         {"regions": []},
         {"regions": [{"region": "ord", "count": 12, "concurrency": 12}]},
@@ -307,16 +315,24 @@ def test_gpu_types_take_regions_and_stock_from_placements() -> None:
     for answer in answers:
         assert component_errors(SPEC, "main.getPlacementsResponse", answer) == []
     got = [(g.id, g.regions, g.stock) for g in wire.gpu_types(prices.GPU_PRICES, answers)]
-    assert got == [("a10", (), "none"), ("l40s", ("ord",), "high"),
-                   ("a100-pcie-40gb", (), "none"), ("a100-sxm4-80gb", ("iad", "syd"), "low")]
+    assert got == [("a10", (), "none"), ("l40s", ("ord",), None),
+                   ("a100-pcie-40gb", (), "none"), ("a100-sxm4-80gb", ("iad", "syd"), None)]
+    assert wire.gpu_types(prices.GPU_PRICES, answers)[1].raw["placement_limits"] == {"ord": 12}
     with pytest.raises(ValueError):
         wire.gpu_types(prices.GPU_PRICES, answers[:2])
+
+
+def test_placement_keys_are_read_as_go_decodes_them() -> None:
+    # fly-go's RegionPlacement fields are untagged: encoding/json matches them ignoring case.
+    answer = {"Regions": [{"Region": "ord", "Count": 4, "Concurrency": 4}]}
+    assert wire.placement_limits(answer) == {"ord": 4}
 
 
 def test_placements_ask_for_the_preset_a_spawn_would_use() -> None:
     body = wire.placements_body(prices.GPU_PRICES[1], "personal")
     assert component_errors(SPEC, "main.getPlacementsRequest", body) == []
     assert body == {"org_slug": "personal", "compute": sizes.guest(_request(gpu="l40s"))}
+    assert "count" not in body  # 0, the default: the org's limits, region by region
 
 
 def test_every_fly_gpu_in_the_gpu_table_has_a_price() -> None:

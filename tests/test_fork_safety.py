@@ -175,3 +175,49 @@ def test_recovery_after_the_parents_kill9_spares_the_live_child(sbp: SandboxProc
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the child's SIGTERM cleanup ends its pod
     sbp.wait_gone({child})
+
+
+_HOLD_AND_FORK = """
+import importlib, os, sys, threading, time
+module = importlib.import_module(sys.argv[1])
+lock = eval(sys.argv[2], vars(module))  # a module-level lock, or one reached from there
+held, done = threading.Event(), threading.Event()
+def hold():  # a background thread (a reaper's request, its telemetry) inside the lock
+    with lock:
+        held.set()
+        done.wait()
+threading.Thread(target=hold, daemon=True).start()
+held.wait()
+pid = os.fork()
+if pid == 0:
+    if sys.argv[3] == "exit":
+        sys.exit(0)  # a normal exit: the inherited atexit handlers run in the child
+    with lock:  # the child's own first use
+        os._exit(0)
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    if os.waitpid(pid, os.WNOHANG)[0]:
+        done.set()
+        sys.exit(0)
+    time.sleep(0.05)
+os.kill(pid, 9)
+done.set()
+sys.exit(f"the forked child hung on {sys.argv[1]}.{sys.argv[2]}")
+"""
+
+
+@pytest.mark.parametrize("module, name, child", [
+    ("atlas_nb.telemetry", "_lock", "use"), ("atlas_nb.config", "_lock", "use"),
+    ("atlas_nb.providers", "_lock", "use"),
+    ("atlas_nb.providers.base", "_ACCOUNT_IDS_LOCK", "use"),
+    ("atlas_nb.orchestrator", "_lock", "use"), ("atlas_nb.fly.tokens", "_default_lock", "use"),
+    ("atlas_nb._http", "_shared_lock", "use"),
+    # A request in flight owns the pooled client's lock: the child's exit must not close
+    # (and so wait on) the parent's pool.
+    ("atlas_nb._http", "client_for(None)._transport._pool._optional_thread_lock", "exit"),
+])
+def test_a_lock_held_by_another_thread_at_fork_never_hangs_the_child(
+        module: str, name: str, child: str) -> None:
+    run = subprocess.run([sys.executable, "-c", _HOLD_AND_FORK, module, name, child],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr

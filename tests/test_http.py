@@ -488,38 +488,3 @@ def test_a_forked_child_never_shares_the_parents_pooled_connections() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert _http.client_for(None) is parent_shared  # the parent keeps its pool
 
-
-_FORK_WHILE_A_THREAD_HOLDS_THE_POOL = """
-import os, sys, threading, time
-from atlas_nb import _http
-pool = _http.client_for(None)._transport._pool
-held, done = threading.Event(), threading.Event()
-def hold():  # a request in flight in another thread owns the pool's lock at the fork
-    with pool._optional_thread_lock:
-        held.set()
-        done.wait()
-threading.Thread(target=hold, daemon=True).start()
-held.wait()
-pid = os.fork()
-if pid == 0:
-    sys.exit(0)  # a normal exit: the inherited atexit handlers run in the child
-deadline = time.monotonic() + 20
-while time.monotonic() < deadline:
-    if os.waitpid(pid, os.WNOHANG)[0]:
-        done.set()
-        sys.exit(0)
-    time.sleep(0.05)
-os.kill(pid, 9)
-done.set()
-sys.exit("the forked child hung at exit")
-"""
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_forked_child_exits_although_a_parent_thread_held_the_pool() -> None:
-    import subprocess
-    import sys
-
-    run = subprocess.run([sys.executable, "-c", _FORK_WHILE_A_THREAD_HOLDS_THE_POOL],
-                         capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stderr

@@ -39,8 +39,8 @@ def test_the_readme_is_a_landing_page() -> None:
     assert len(text.splitlines()) <= MAX_README_LINES, (
         f"README.md has {len(text.splitlines())} lines; move detail into a docs/ page")
     headings = re.findall(r"^## (.+)$", text, re.M)
-    assert headings == ["Install", "The two commands", "Quick start", "Features", "Guarantees",
-                        "Benchmarks", "Documentation"]
+    assert headings == ["Install", "The two commands", "Quick start", "On real clouds", "Features",
+                        "Guarantees", "Benchmarks", "Documentation"]
 
 
 def test_the_two_commands_are_verbatim() -> None:
@@ -49,8 +49,8 @@ def test_the_two_commands_are_verbatim() -> None:
         "```bash\n"
         "make demo    # executes notebooks/01_quickstart.ipynb against the local sandbox; "
         "the executed copy goes to build/\n"
-        "make test    # ruff + mypy --strict + the whole test suite (unit, sandbox, kernels, "
-        "notebooks, browser)\n"
+        "make test    # ruff + mypy --strict + the whole test suite (unit, sandbox, "
+        "official clients, kernels, notebooks, browser)\n"
         "```\n"
     ) in two
 

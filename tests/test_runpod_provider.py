@@ -209,7 +209,7 @@ def test_on_demand_price_cap_is_checked_against_the_catalog(sb: Sandbox, rp: Run
     with pytest.raises(atlas.ValidationError,
                        match=rf"\${two:.2f}/h.*max_price_per_hour=5"):
         atlas.spawn_compute(provider=rp, gpu="h100", gpu_count=2, image="i:1",
-                            max_price_per_hour=5.0)
+                            cloud_type="secure", max_price_per_hour=5.0)
     assert two > 5 and sent.sent("POST", "/v2/pods") == []
     assert sb.runpod.catalog.gpus[RTX_4090]["price"]["community"] <= 0.5
     c = atlas.spawn_compute(provider=rp, gpu="rtx_4090", image="i:1", cloud_type="community",

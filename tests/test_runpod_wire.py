@@ -156,8 +156,11 @@ def test_spot_input_uses_graphql_shapes() -> None:
     assert data == {
         "bidPerGpu": 0.1235, "gpuCount": 2, "gpuTypeId": "NVIDIA GeForce RTX 4090",
         "name": "n", "cloudType": "ALL", "ports": "8000/http,22/tcp",
-        "env": [{"key": "A", "value": "1"}, {"key": "ATLAS_REQUEST_ID", "value": "m"}],
-        "imageName": "i:1", "containerDiskInGb": 30, "volumeInGb": 10, "dataCenterId": "EU-RO-1",
+        "env": [{"key": "A", "value": "1"}, {"key": "ATLAS_REQUEST_ID", "value": "m"},
+                {"key": "ATLAS_SPOT_BID", "value": "0.1235"}],
+        "minVcpuCount": 1, "minMemoryInGb": 1, "supportPublicIp": True,
+        "imageName": "i:1", "containerDiskInGb": 30, "volumeInGb": 10,
+        "volumeMountPath": "/workspace", "dataCenterId": "EU-RO-1",
     }
     with pytest.raises(ValidationError, match="need a GPU"):
         wire.spot_input(ComputeRequest(gpu=None, image="i:1", spot=True), name="n", marker="m",

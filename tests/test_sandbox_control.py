@@ -168,7 +168,7 @@ def test_runpod_out_of_h100s_fails_as_runpod_does(sb: Sandbox, ctl: Control) -> 
         assert refused.status_code == 400 and "no capacity" in refused.json()["detail"]
         deploy = http.post("/runpod/graphql/graphql", json={"query": (
             'mutation { podFindAndDeployOnDemand(input: {gpuTypeId: "NVIDIA H100 PCIe", '
-            'name: "od", imageName: "i"}) { id } }')}).json()
+            'name: "od", imageName: "i", containerDiskInGb: 10}) { id } }')}).json()
         assert deploy["errors"][0]["message"] == NO_CAPACITY
         listed = http.get("/runpod/rest/v2/catalog/gpus",
                           params={"include": "AVAILABILITY", "product": "POD"})

@@ -122,6 +122,10 @@ def test_spot_pod_is_a_pod_of_the_shared_store(sb: Sandbox, http: httpx.Client) 
                 "ports": "8000/http,22/tcp",
                 "env": [{"key": "ATLAS_PRESHARED_KEY", "value": "t0k"}],
                 "volumeInGb": 20,
+                "volumeMountPath": "/workspace",
+                "containerDiskInGb": 10,
+                "minVcpuCount": 1,
+                "minMemoryInGb": 1,
             }
         },
     )["data"]["podRentInterruptable"]
@@ -173,7 +177,8 @@ def test_on_demand_stop_resume_terminate(sb: Sandbox, http: httpx.Client) -> Non
     pod = gql(
         http,
         'mutation { podFindAndDeployOnDemand(input: {gpuTypeId: "NVIDIA L4", name: "od", '
-        'imageName: "i", cloudType: SECURE}) { id costPerHr podType } }',
+        'imageName: "i", cloudType: SECURE, containerDiskInGb: 10, minVcpuCount: 1, '
+        "minMemoryInGb: 1}) { id costPerHr podType } }",
     )["data"]["podFindAndDeployOnDemand"]
     assert pod["costPerHr"] == 0.43 and pod["podType"] == "RESERVED"
     pid = pod["id"]

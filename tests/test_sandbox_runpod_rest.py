@@ -71,7 +71,9 @@ def test_create_get_list_delete_round_trip(sb: Sandbox, rest: httpx.Client) -> N
     }  # the real API returns env; providers strip it
     assert pod["cost"] == 0.44 and pod["gpu"] == {"id": GPU, "count": 1}
     runtime_ports = {p["private"]: p for p in pod["runtime"]["ports"]}  # type: ignore[index]
-    assert runtime_ports[8000] == {"private": 8000, "public": None, "type": "http", "ip": None}
+    http = runtime_ports[8000]  # behind the proxy: a private 100.65.x.x address (RunPod docs)
+    assert http["type"] == "http" and http["ip"].startswith("100.65.")
+    assert isinstance(http["public"], int)
     assert runtime_ports[22]["type"] == "tcp" and isinstance(runtime_ports[22]["public"], int)
     assert pod["ssh"]["direct"]["port"] == runtime_ports[22]["public"]  # type: ignore[index]
 
@@ -137,9 +139,9 @@ def test_lifecycle_follows_an_injected_clock() -> None:
         clock.advance(5)
         running = rest.get(f"/v2/pods/{pod['id']}").json()
         assert running["status"] == "RUNNING"
-        assert running["runtime"]["ports"] == [
-            {"private": 8888, "public": None, "type": "http", "ip": None}
-        ]
+        (http,) = running["runtime"]["ports"]
+        assert (http["private"], http["type"]) == (8888, "http")
+        assert http["ip"].startswith("100.65.")  # private, behind the proxy
         clock.advance(42)
         again = rest.get(f"/v2/pods/{pod['id']}").json()
         assert again["runtime"]["uptime"] == 42 and again["startedAt"] == running["startedAt"]

@@ -33,7 +33,8 @@ CAPS: dict[str, Any] = {"dict": lambda: {"timeout": 1}, "client": lambda: httpx.
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Sandbox]:
     with sandbox.start(validate=False, provision_delay_s=0.05, start_delay_s=0.05,
-                       options={"fly": {"apps": ["my-app"]}}) as box:
+                       options={"fly": {"apps": ["my-app"],
+                                        "app_ips": {"my-app": ["shared_v4", "v6"]}}}) as box:
         yield box
 
 

@@ -190,7 +190,7 @@ def test_status_map_over_a_real_lifecycle() -> None:
         assert seen == ["provisioning", None]
         assert [(x.status, x.raw["actual_status"]) for x in
                 (loading, running, stopped, started, offline)] == [
-            ("provisioning", "loading"), ("running", "running"), ("stopped", "exited"),
+            ("provisioning", "loading"), ("running", "running"), ("stopped", "stopped"),
             ("provisioning", "loading"), ("unknown", "offline")]
         assert running.ready and not loading.ready
         assert box.violations == []

@@ -174,7 +174,7 @@ def test_a_bid_makes_an_interruptible_instance(sb: Sandbox, api: httpx.Client) -
 
 
 # -- lifecycle --------------------------------------------------------------------------------
-def test_lifecycle_null_loading_running_exited_and_back(sb: Sandbox, api: httpx.Client,
+def test_lifecycle_null_loading_running_stopped_and_back(sb: Sandbox, api: httpx.Client,
                                                         clock: ManualClock) -> None:
     iid = rent(api, cheapest(api)["id"], env="-e A=1 -p 8000:8000").json()["new_contract"]
     seen = []
@@ -191,8 +191,8 @@ def test_lifecycle_null_loading_running_exited_and_back(sb: Sandbox, api: httpx.
     assert api.put(f"/api/v0/instances/{iid}/", json={"state": "stopped"}).json() == {
         "success": True}
     row = instance(api, iid)
-    assert row is not None and (row["actual_status"], row["intended_status"]) == ("exited",
-                                                                                  "stopped")
+    assert row is not None and (row["actual_status"], row["intended_status"],
+                                row["cur_state"]) == ("stopped", "stopped", "stopped")
     assert row["instance"]["gpuCostPerHour"] == 0  # a stopped instance pays for its disk only
     api.put(f"/api/v0/instances/{iid}/", json={"state": "running"})
     assert (instance(api, iid) or {})["actual_status"] == "loading"
@@ -330,3 +330,65 @@ def test_the_clis_search_body_is_valid_with_the_errata_only() -> None:
                                "content-type": "application/json"})
     assert Contract(SPEC).check_request(ex)  # "too short", and "on-demand" not in the enum
     assert Contract(SPEC, ERRATA).check_request(ex) == []
+
+
+# -- issue 14: what vast-cli sends and what the real cloud answers ---------------------------
+def test_outbid_exits_with_intended_status_kept_and_its_gpu_released(
+        sb: Sandbox, api: httpx.Client) -> None:
+    best = cheapest(api)
+    iid = rent(api, best["id"], price=best["min_bid"]).json()["new_contract"]
+    sb.vast.outbid(iid)
+    row = instance(api, iid)
+    assert row is not None
+    assert (row["actual_status"], row["intended_status"], row["cur_state"]) == (
+        "exited", "running", "stopped")
+    assert row["instance"]["gpuCostPerHour"] == 0
+    sb.vast.freeze(iid)
+    row = instance(api, iid)
+    assert row is not None and row["actual_status"] == "frozen"
+    assert row["instance"]["gpuCostPerHour"] > 0  # frozen: "GPU charges apply"
+    assert sb.violations == []
+
+
+def test_search_reads_vast_clis_text_values_as_numbers(sb: Sandbox, api: httpx.Client) -> None:
+    # vast-cli sends `num_gpus=1` as {"eq": "1"} and gpu_ram>=20 as 20000.0 (offers_mult).
+    found = search(api, num_gpus={"eq": "1"}, gpu_ram={"gte": 20000.0}, limit=0)
+    assert found and all(o["num_gpus"] == 1 and o["gpu_ram"] >= 20000 for o in found)
+    assert sb.violations == []
+
+
+def test_owner_me_and_client_id_me_are_accepted_and_others_refused(
+        sb: Sandbox, api: httpx.Client) -> None:
+    iid = rent(api, cheapest(api)["id"], client_id="me").json()["new_contract"]
+    assert api.get(f"/api/v0/instances/{iid}/", params={"owner": "me"}).json()["instances"]
+    assert api.get("/api/v1/instances/", params={"owner": "me"}).json()["instances"]
+    assert api.get(f"/api/v0/instances/{iid}/", params={"owner": "7"}).status_code == 400
+    assert rent(api, cheapest(api)["id"], client_id="someone").status_code == 400
+    assert not [v for v in sb.violations if "owner" in v and "not declared" in v]
+
+
+def test_show_lag_answers_null_right_after_a_rent(sb: Sandbox, api: httpx.Client) -> None:
+    sb.vast.routes.show_lag = 2
+    iid = rent(api, cheapest(api)["id"]).json()["new_contract"]
+    assert [instance(api, iid) is None for _ in range(3)] == [True, True, False]
+    assert sb.violations == []
+
+
+def test_logs_are_requested_then_fetched_from_the_result_url(
+        sb: Sandbox, api: httpx.Client, clock: ManualClock) -> None:
+    iid = rent(api, cheapest(api)["id"], env="-e SECRET=hunter2").json()["new_contract"]
+    clock.advance(40)
+    r = api.put(f"/api/v0/instances/request_logs/{iid}/", json={"tail": "1"})
+    assert r.status_code == 200 and r.json()["success"] is True
+    url = r.json()["result_url"]
+    assert url.startswith(f"{sb.url}/vast/logs/")
+    with sb.client() as bucket:  # S3: no key
+        text = bucket.get(url).text
+    assert len(text.splitlines()) == 1 and "hunter2" not in text
+    daemon = api.put(f"/api/v0/instances/request_logs/{iid}/",
+                     json={"daemon_logs": "true", "filter": "pulling"})
+    with sb.client() as bucket:
+        assert "pulling atlas/test:1" in bucket.get(daemon.json()["result_url"]).text
+    gone = api.put(f"/api/v0/instances/request_logs/{iid + 1}/", json={})
+    assert gone.status_code == 404 and gone.json()["error"] == "invalid_id"
+    assert sb.violations == []

@@ -21,8 +21,10 @@ SPEC = yaml.safe_load(
 _LIST_ITEM = (SPEC["paths"]["/api/v1/instances"]["get"]["responses"]["200"]["content"]
               ["application/json"]["schema"]["properties"]["instances"]["items"]["properties"])
 
-KNOWN_ACTUAL_STATUS = ("created", "loading", "running", "exited", "offline")
-"""vast-cli's actual_status values (shared/reference/providers.md §4); the spec has no enum."""
+KNOWN_ACTUAL_STATUS = ("created", "loading", "running", "stopped", "frozen", "exited",
+                       "rebooting", "unknown", "offline")
+"""Vast's documented actual_status values (docs.vast.ai/cli/reference/show-instances.md) and
+vast-cli's ``created``; the spec has no enum."""
 
 
 def spec_row(**overrides: Any) -> dict[str, Any]:
@@ -90,7 +92,8 @@ def test_search_query_spot_family_cloud_and_sizes() -> None:
     assert q["type"] == "bid"
     assert q["gpu_name"] == {"in": ["H100 SXM", "H100 PCIE", "H100 NVL"]}
     assert q["datacenter"] == {"eq": True}
-    assert q["cpu_cores_effective"] == {"gte": 8} and q["cpu_ram"] == {"gte": 65536}
+    assert q["cpu_cores_effective"] == {"gte": 8}
+    assert q["cpu_ram"] == {"gte": 64_000}  # vast-cli's x1000
     community = wire.search_query(req(cloud_type="community"), spot=False)
     assert community["datacenter"] == {"eq": False}
 
@@ -140,7 +143,8 @@ def test_create_body_is_a_spec_create_request_with_env_flags() -> None:
     assert ports == ["8000:8000", "22:22", "5000:5000/udp"]
     schema = (SPEC["paths"]["/api/v0/asks/{id}"]["put"]["requestBody"]["content"]
               ["application/json"]["schema"])
-    assert set(body) <= set(schema["properties"])
+    # client_id "me" is what vast-cli sends on every create; the spec does not list it.
+    assert set(body) <= set(schema["properties"]) | {"client_id"}
 
 
 def test_create_body_bid_template_and_provider_opts() -> None:

@@ -35,9 +35,9 @@ from the config file's ``orchestrator:`` section.
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any
 
+from .._fork_safe_lock import ForkSafeLock
 from ..models import Compute, ComputeRequest
 from .budget import BudgetExceeded, CostSummary
 from .events import Callback, Event, Subscription
@@ -73,7 +73,7 @@ __all__ = [
     "tracked",
 ]
 
-_lock = threading.Lock()
+_lock = ForkSafeLock()
 _default: Orchestrator | None = None
 _default_pid = 0
 _session: tuple[int, str] | None = None

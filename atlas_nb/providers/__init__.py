@@ -11,9 +11,9 @@ run time with ``register(name, cls)``.
 from __future__ import annotations
 
 import importlib
-import threading
 from typing import Any
 
+from .._fork_safe_lock import ForkSafeLock
 from .._http import HttpOption
 from ..errors import ValidationError
 from .base import (
@@ -56,7 +56,7 @@ _custom: dict[str, type[Any]] = {}
 _plugins: dict[str, str] | None = None  # entry points, read once
 _facts: dict[str, ProviderFacts] = {}
 _aliases: dict[str, str] | None = None
-_lock = threading.Lock()
+_lock = ForkSafeLock()
 # One reusable instance per ``shareable`` class: building a provider (and its HTTP
 # client) per facade call costs more than the rest of a get's local work.
 _shared_instances: dict[type[Any], Any] = {}

@@ -43,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
+from .._fork_safe_lock import ForkSafeLock
 from .._http import HttpClient, HttpOption, RetryPolicy, decode
 from ..config import resolve_api_key, resolve_base_url
 from ..errors import (
@@ -173,9 +173,12 @@ class Provider(Protocol):
         """Cancel a queued or running job; returns its new state."""
         ...
 
-    def stream_job(self, job_id: str, *, endpoint: str) -> Iterator[Any]:
+    def stream_job(
+        self, job_id: str, *, endpoint: str, timeout_s: float | None = None
+    ) -> Iterator[Any]:
         """Yield output chunks until the job completes; raise the job's error if it fails,
-        is cancelled or times out."""
+        is cancelled or times out. Past ``timeout_s`` seconds (``None``: the provider's
+        generous default; ``math.inf``: none) cancel the job and raise ``Timeout``."""
         ...
 
     def list_gpu_types(self) -> list[GpuType]:
@@ -503,7 +506,7 @@ class CreateRetry:
 
 _ACCOUNT_IDS: dict[str, str] = {}
 """``key_fingerprint`` of (key, endpoint) -> the account-id fingerprint it resolved to."""
-_ACCOUNT_IDS_LOCK = threading.Lock()
+_ACCOUNT_IDS_LOCK = ForkSafeLock()
 
 
 class BaseProvider:
@@ -763,5 +766,7 @@ class BaseProvider:
     def cancel_job(self, job_id: str, *, endpoint: str) -> Job:
         raise self._unsupported("serverless jobs")
 
-    def stream_job(self, job_id: str, *, endpoint: str) -> Iterator[Any]:
+    def stream_job(
+        self, job_id: str, *, endpoint: str, timeout_s: float | None = None
+    ) -> Iterator[Any]:
         raise self._unsupported("serverless jobs")

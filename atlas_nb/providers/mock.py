@@ -212,7 +212,9 @@ class MockProvider:
                 entry.job = entry.job.model_copy(update={"status": "cancelled"})
             return entry.job
 
-    def stream_job(self, job_id: str, *, endpoint: str) -> Iterator[Any]:
+    def stream_job(
+        self, job_id: str, *, endpoint: str, timeout_s: float | None = None
+    ) -> Iterator[Any]:  # a mock job streams at once: no deadline to keep
         with _STORE.lock:
             entry = self._job(job_id, endpoint)
         return self._stream(entry, job_id, endpoint)

@@ -23,6 +23,11 @@ fly            FLY_API_TOKEN, FLY_ACCESS_TOKEN              ATLAS_NB_LIVE_FLY_AP
 ``ATLAS_NB_LIVE_<RUNPOD|LAMBDA|VAST|FLY>_SPAWN`` (a JSON object) is merged over what the
 suite spawns for that provider, e.g. ``'{"gpu": "a10"}'`` when the default is sold out.
 A provider whose key or required setting is missing is skipped, saying which.
+
+Targets. ``ATLAS_NB_LIVE_BASE_URLS`` (JSON ``{provider: URL or {api: URL}}``) is passed as each
+provider's ``base_url=``; unset, the real clouds are called. CI points it at a sandbox in another
+process (tests/test_live_against_sandbox.py). ``ATLAS_NB_LIVE_FLY_ORG`` names the org for the
+Fly app that test_live_issue14.py creates and deletes.
 """
 
 from __future__ import annotations

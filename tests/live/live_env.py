@@ -42,8 +42,15 @@ PROVIDERS: dict[str, LiveProvider] = {
                         required=("ATLAS_NB_LIVE_FLY_APP",)),
 }
 
+BASE_URLS_VAR = "ATLAS_NB_LIVE_BASE_URLS"
+"""JSON ``{provider: URL or {api: URL}}``: where the live tests send each provider's calls
+(default: the real clouds). CI points it at a sandbox to prove the code paths."""
+FLY_ORG_VAR = "ATLAS_NB_LIVE_FLY_ORG"
+"""The Fly org the issue-14 test creates its throwaway app in (default: personal)."""
+
 _WANTED = {var for p in PROVIDERS.values()
            for var in (*p.key_vars, *p.required, *p.optional, p.spawn_var)}
+_WANTED |= {BASE_URLS_VAR, FLY_ORG_VAR}
 CAPTURED: Mapping[str, str] = {v: os.environ[v] for v in sorted(_WANTED) if os.environ.get(v)}
 """The live settings as they were at collection, before any test cleared them."""
 
@@ -72,6 +79,20 @@ class LiveSettings:
         """The provider's key as captured at collection (first variable set wins)."""
         return next((self._captured[v] for v in PROVIDERS[provider].key_vars
                      if self._captured.get(v)), None)
+
+    def base_url(self, provider: str) -> str | dict[str, str] | None:
+        """The provider's ``base_url=`` from ``ATLAS_NB_LIVE_BASE_URLS`` (None: the real cloud)."""
+        raw = self._captured.get(BASE_URLS_VAR)
+        if not raw:
+            return None
+        try:
+            urls = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            pytest.fail(f"{BASE_URLS_VAR} is not valid JSON ({exc})")
+        if not isinstance(urls, dict):
+            pytest.fail(f"{BASE_URLS_VAR} must be a JSON object: {{provider: {{api: URL}}}}")
+        found = urls.get(provider)
+        return found if isinstance(found, (str, dict)) else None
 
     def get(self, var: str) -> str | None:
         """A captured ``ATLAS_NB_LIVE_*`` setting."""

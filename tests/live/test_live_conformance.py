@@ -6,7 +6,9 @@ a CPU pod/machine where the provider rents one, else a small GPU under a price c
 Every test terminates what it spawned in teardown, also when it fails; a compute that
 cannot be terminated fails the teardown loudly, naming it (it may still be billing).
 
-Nothing here uses the sandbox: a run with a sandbox attached fails instead of testing it.
+A run with a sandbox attached (``ATLAS_NB_SANDBOX``) fails instead of testing it; CI points
+``ATLAS_NB_LIVE_BASE_URLS`` at a sandbox instead (tests/test_live_against_sandbox.py), which
+exercises these code paths exactly as a real cloud would be called.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ class TestRunPodLive(_Live):
     name = "runpod"
 
     def make_provider(self, settings: LiveSettings) -> Any:
-        return RunPod(api_key=settings.key("runpod"))
+        return RunPod(api_key=settings.key("runpod"), base_url=settings.base_url("runpod"))
 
 
 @pytest.mark.timeout(_test_timeout("lambda_labs"))
@@ -96,7 +98,8 @@ class TestLambdaLive(_Live):
     name = "lambda_labs"
 
     def make_provider(self, settings: LiveSettings) -> Any:
-        return LambdaLabs(api_key=settings.key("lambda_labs"))
+        return LambdaLabs(api_key=settings.key("lambda_labs"),
+                          base_url=settings.base_url("lambda_labs"))
 
     def spawn_args(self, settings: LiveSettings) -> dict[str, Any]:
         args = super().spawn_args(settings)
@@ -110,7 +113,7 @@ class TestVastLive(_Live):
     name = "vast"
 
     def make_provider(self, settings: LiveSettings) -> Any:
-        return Vast(api_key=settings.key("vast"))
+        return Vast(api_key=settings.key("vast"), base_url=settings.base_url("vast"))
 
 
 @pytest.mark.timeout(_test_timeout("fly"))
@@ -118,5 +121,6 @@ class TestFlyLive(_Live):
     name = "fly"
 
     def make_provider(self, settings: LiveSettings) -> Any:
-        return Fly(app=settings.get("ATLAS_NB_LIVE_FLY_APP"), api_key=settings.key("fly"))
+        return Fly(app=settings.get("ATLAS_NB_LIVE_FLY_APP"), api_key=settings.key("fly"),
+                   base_url=settings.base_url("fly"))
 

@@ -85,6 +85,22 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
+def _key(mapping: dict[Any, Any], key: str) -> Any:
+    """``mapping[key]``, else the value of a key equal to it ignoring case, else ``None``.
+
+    fly-go decodes a page into untagged Go fields (``resource_logs.go`` ``getLogsResponse``,
+    ``types.go`` ``LogEntry``) and Go's encoding/json matches keys case-insensitively,
+    preferring an exact match: the server's casing is therefore not pinned down
+    (providers.md §2.1, casing **unverified**), so every key is read the same way here.
+    """
+    if key in mapping:
+        return mapping[key]
+    for name, value in mapping.items():
+        if type(name) is str and name.lower() == key:
+            return value
+    return None
+
+
 def _entry_from_wire(item: Any, app: str, received: datetime) -> LogEntry | None:
     """One JSON:API ``data`` item as a ``LogEntry`` (``None`` if it is not a log item).
 
@@ -94,18 +110,18 @@ def _entry_from_wire(item: Any, app: str, received: datetime) -> LogEntry | None
     """
     if type(item) is not dict:
         return None
-    attrs = item.get("attributes")
+    attrs = _key(item, "attributes")
     if type(attrs) is not dict:
         return None
-    meta = attrs.get("meta")
+    meta = _key(attrs, "meta")
     meta = meta if type(meta) is dict else {}
-    message = attrs.get("message")
+    message = _key(attrs, "message")
     message = message if type(message) is str else ("" if message is None else str(message))
-    level = attrs.get("level")
-    region = attrs.get("region") or meta.get("region")
-    instance = attrs.get("instance") or meta.get("instance")
-    timestamp = attrs.get("timestamp")
-    entry_id = item.get("id")
+    level = _key(attrs, "level")
+    region = _key(attrs, "region") or _key(meta, "region")
+    instance = _key(attrs, "instance") or _key(meta, "instance")
+    timestamp = _key(attrs, "timestamp")
+    entry_id = _key(item, "id")
     if type(entry_id) is not str or not entry_id:
         # Content-derived, so the same line seen twice still dedupes.
         entry_id = "h" + sha1(
@@ -128,7 +144,8 @@ def page_from_wire(body: Any, app: str) -> LogPage:
     Raises:
         UnknownError: the body is not the JSON:API document the endpoint returns.
     """
-    if type(body) is not dict or type(body.get("data")) is not list:
+    data = _key(body, "data") if type(body) is dict else None
+    if type(data) is not list:
         raise UnknownError(
             f"unexpected answer from the Fly logs API for app {app!r}: want "
             f"{{'data': [...], 'meta': {{'next_token': ...}}}}, got {type(body).__name__}",
@@ -141,7 +158,7 @@ def page_from_wire(body: Any, app: str) -> LogPage:
     # Locals, not globals, in the per-line loop (measurably faster on CPython).
     parse_ts, new, cls, fields = datetime.fromisoformat, _new, LogEntry, _FIELDS_SET
     set_dict, set_fields, set_extra, set_private = _set_dict, _set_fields, _set_extra, _set_private
-    for item in body["data"]:
+    for item in data:
         # Inlined fast path for a well-formed item (every field present with its type);
         # anything else goes through _entry_from_wire, which has the fallbacks.
         try:
@@ -174,8 +191,8 @@ def page_from_wire(body: Any, app: str) -> LogPage:
         set_private(entry, None)
         add_entry(entry)
         add_id(entry_id)
-    meta = body.get("meta")
-    token = meta.get("next_token") if type(meta) is dict else None
+    meta = _key(body, "meta")
+    token = _key(meta, "next_token") if type(meta) is dict else None
     return LogPage(tuple(entries), str(token) if token not in (None, "") else "", tuple(ids))
 
 

@@ -26,9 +26,9 @@ their ``--expiry``. Tokens never appear in logs, reprs, telemetry or errors.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
+from ..._fork_safe_lock import ForkSafeLock
 from .chain import HOW_TO, TokenChain
 from .layers import (
     ENV_VARS,
@@ -72,7 +72,7 @@ __all__ = [
     "set_manual",
 ]
 
-_default_lock = threading.Lock()
+_default_lock = ForkSafeLock()
 _default: TokenChain | None = None
 
 

@@ -3,8 +3,9 @@
 A compute id is ``"{app}/{machine_id}"``, so get/stop/start/terminate find the app.
 The app comes, in order, from ``provider_opts={"app": ...}`` (per spawn),
 ``Fly(app=...)``, or ``providers.fly.default_app`` in the config file;
-``provider_opts={"create_app": True}`` creates it when missing. Wire translation
-lives in ``wire``, the static price table in ``prices``.
+``provider_opts={"create_app": True}`` creates it when missing, with the public
+addresses its ports need, and deletes it again after its last machine (``app_owner``).
+Wire translation lives in ``wire`` and ``addresses``, the static price table in ``prices``.
 
 >>> import atlas_nb as atlas
 >>> c = atlas.spawn_compute(provider="fly", image="nginx:1", ports=[(80, "http")],
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -39,8 +40,9 @@ from ...errors import (
 from ...fly.auth_header import authorization
 from ...gpus import GpuIds
 from ...models import Compute, ComputeRequest, GpuType
-from ..base import BaseProvider, CreateRetry, Lookup, filter_computes
+from ..base import BaseProvider, CreateRetry, Lookup, as_map, filter_computes
 from . import prices, wire
+from .app_owner import AppOwner, Prepared
 
 __all__ = ["Fly"]
 
@@ -68,12 +70,21 @@ class Fly(BaseProvider):
       and ``memory_gb`` size it, memory rounded up to 256 MB). GPUs map to Fly's
       ``gpu_kind`` (a10, l40s, a100-pcie-40gb, a100-sxm4-80gb).
     * The first HTTP port is served at ``https://{app}.fly.dev``, further HTTP ports at
-      ``https://{app}.fly.dev:{port}``; TCP/UDP ports at ``tcp://{app}.fly.dev:{port}``
-      (raw TCP/UDP needs a dedicated IP on the app: ``fly ips allocate-v4``).
-    * ``wait_ready`` long-polls ``/wait`` (60 s per call) until the caller's deadline.
+      ``https://{app}.fly.dev:{port}``; TCP/UDP ports at ``tcp://{app}.fly.dev:{port}``.
+      A URL is reported only once the app has an address serving it: an app made
+      through the Machines API has none. With ``create_app`` atlas_nb allocates a shared
+      IPv4 + IPv6 (free) for HTTP ports and a dedicated IPv4 (billed monthly) for raw
+      TCP/UDP ports, records them on the machine, and when the app's last machine is
+      terminated releases them and deletes the app; apps and addresses it did not create
+      are never touched.
+    * ``wait_ready`` long-polls ``/wait`` (60 s per call) until the caller's deadline;
+      a running machine whose app has no address for a port raises ``ProviderError``
+      saying which ``fly ips allocate-*`` to run.
     * Prices are a static table (``atlas_nb.providers.fly.prices``): Fly has no price API;
-      ``list_gpu_types`` adds live regions and stock from Fly's placements API.
-    * Tokens are sent as flyctl does: ``FlyV1 `` for macaroons, else ``Bearer ``.
+      ``list_gpu_types`` adds live regions from Fly's placements API (the org's limits
+      per region: never shown as stock).
+    * Tokens are sent as fly-go does: ``FlyV1 `` and the macaroons of the chain only, else
+      ``Bearer ``.
     """
 
     name: ClassVar[str] = "fly"
@@ -130,19 +141,32 @@ class Fly(BaseProvider):
 
     # -- computes ---------------------------------------------------------------------
     def spawn_compute(self, request: ComputeRequest) -> Compute:
+        """Create a machine. With ``create_app``, also the app and the addresses its ports
+        need (``app_owner``), recorded on the machine so terminate can release them."""
         opts = request.provider_opts
         app = self._require_app(opts.get("app"))
         name = request.name or f"atlas-{secrets.token_hex(6)}"
         marker = secrets.token_hex(12)
-        body = wire.create_body(request, name=name, marker=marker)
+        wire.create_body(request, name=name, marker=marker)  # refuse bad input before any I/O
+        owner = self._owner()
         if opts.get("create_app"):
-            self._ensure_app(app, str(opts.get("org") or self._org_slug()))
-        return self._create(app, body, name, marker)
+            plan = owner.prepare(app, str(opts.get("org") or self._org_slug()),
+                                 (p.protocol for p in request.ports))
+        else:
+            plan = Prepared(assignments=owner.assignments(app) if request.ports else [])
+        body = wire.create_body(request, name=name, marker=marker, ownership=plan.ownership)
+        try:
+            compute = self._create(app, body, name, marker, plan.assignments)
+        except AtlasError:
+            owner.undo(app, plan)
+            raise
+        owner.share_record(app, plan)
+        return compute
 
     def get_compute(self, compute_id: str) -> Compute:
         app, machine = wire.split_id(compute_id, self._default_app())
         body = self._machines().request("GET", _machine_path(app, machine))
-        return wire.compute_from_wire(body, app)
+        return wire.compute_from_wire(body, app, self._assignments_for(app, [body]))
 
     def list_compute(
         self, *, status: str | None = None, name: str | None = None, gpu: str | None = None,
@@ -157,7 +181,9 @@ class Fly(BaseProvider):
                       "include_deleted": "true" if status == "terminated" else None}
             for each in [app] if app else self._app_names():
                 body = self._machines().request("GET", _machines_path(each), params=params)
-                yield from (wire.compute_from_wire(m, each) for m in wire.machines_from_wire(body))
+                found = wire.machines_from_wire(body)
+                rows = self._assignments_for(each, found)
+                yield from (wire.compute_from_wire(m, each, rows) for m in found)
 
         return filter_computes(machines, status=status, name=name, gpu=gpu, region=region)
 
@@ -184,13 +210,26 @@ class Fly(BaseProvider):
         return self.get_compute(wire.compute_id(app, machine))
 
     def terminate(self, compute_id: str) -> None:
+        """Destroy the machine (forced); if it was the last one in an app atlas_nb created,
+        release the addresses atlas_nb allocated there and delete the app (``app_owner``).
+
+        The machine is read first for its ownership record; a destroyed machine stays
+        readable by id on Fly, so a terminate repeated after a failed cleanup finishes it.
+        """
         app, machine = wire.split_id(compute_id, self._default_app())
         try:
-            self._machines().request(
-                "DELETE", _machine_path(app, machine), params={"force": "true"}
-            )
+            body = self._machines().request("GET", _machine_path(app, machine))
         except NotFound:
             return None  # already gone (or its app is): terminate is idempotent
+        if isinstance(body, dict) and body.get("state") != "destroyed":
+            try:
+                self._machines().request(
+                    "DELETE", _machine_path(app, machine), params={"force": "true"}
+                )
+            except NotFound:
+                return None
+        if isinstance(body, dict):
+            self._owner().release_if_last(app, body)
         return None
 
     def wait_ready(self, compute_id: str, *, timeout_s: float = 600.0) -> Compute:
@@ -205,8 +244,11 @@ class Fly(BaseProvider):
         while True:
             body = self._machines().request("GET", _machine_path(app, machine))
             compute = wire.compute_from_wire(body, app)
-            if compute.ready:
-                return compute
+            if compute.status == "running":
+                compute = wire.compute_from_wire(body, app, self._owner().assignments(app))
+                if compute.ready:
+                    return compute
+                raise _no_address(compute, app)
             if compute.status in ("failed", "terminated"):
                 raise ProviderError(
                     f"machine {cid} is {body.get('state')}; it will not become ready",
@@ -236,10 +278,12 @@ class Fly(BaseProvider):
     # -- catalog ----------------------------------------------------------------------
     def list_gpu_types(self) -> list[GpuType]:
         """Fly's GPUs: prices from the static table (``raw["static"] is True``: Fly has no
-        price API), regions and stock live from ``POST /v1/platform/placements``.
+        price API), regions live from ``POST /v1/platform/placements`` with ``count=0``.
 
-        ``stock="none"`` with no regions means Fly cannot place that GPU for this org now
-        (Fly has deprecated GPU Machines; see ``prices.GPU_SERVICE_NOTE``).
+        That answer holds the org's limit per region (spec), not free capacity, so
+        ``stock`` is ``None`` where a region allows the GPU; ``stock="none"`` with no
+        regions means Fly cannot place that GPU for this org now (Fly has deprecated GPU
+        Machines; see ``prices.GPU_SERVICE_NOTE``).
         """
         client, org = self._machines(), self._org_slug()
 
@@ -273,23 +317,14 @@ class Fly(BaseProvider):
         body = self._machines().request("GET", "/v1/apps", params={"org_slug": self._org_slug()})
         return wire.app_names(body)
 
-    def _ensure_app(self, app: str, org: str) -> None:
-        """Create ``app`` in ``org`` unless it exists; a lost create is checked, not replayed."""
-        client = self._machines()
-        try:
-            client.request("GET", f"/v1/apps/{quote(app, safe='')}")
-            return
-        except NotFound:
-            pass
-        try:
-            client.request("POST", "/v1/apps", json={"name": app, "org_slug": org},
-                           idempotent=False)
-        except (TransportError, Timeout, ValidationError, ProviderError) as exc:
-            # Lost answer, or "name taken" (by us in a lost try, or by someone else).
-            try:
-                client.request("GET", f"/v1/apps/{quote(app, safe='')}")
-            except NotFound:
-                raise exc from None
+    def _owner(self) -> AppOwner:
+        return AppOwner(self._machines())
+
+    def _assignments_for(self, app: str, machines: Sequence[Any]) -> list[Mapping[str, Any]]:
+        """The app's addresses, fetched only when a machine in ``machines`` has services."""
+        if any(as_map(as_map(m).get("config")).get("services") for m in machines):
+            return self._owner().assignments(app)
+        return []
 
     def _wait_state(self, app: str, machine: str, state: str, budget_s: float,
                     *, version: str = "") -> Any:
@@ -325,16 +360,17 @@ class Fly(BaseProvider):
                               f"{budget_s:g}s", provider=self.name)
             self._sleep(min(STATE_POLL_S, left))
 
-    def _create(self, app: str, body: dict[str, Any], name: str, marker: str) -> Compute:
+    def _create(self, app: str, body: dict[str, Any], name: str, marker: str,
+                assignments: Sequence[Mapping[str, Any]] = ()) -> Compute:
         """``create_once``: before a retry the machine is looked up by name + metadata marker."""
 
         def created(answer: Any) -> Compute | None:
             named = isinstance(answer, dict) and answer.get("id")
-            return wire.compute_from_wire(answer, app) if named else None
+            return wire.compute_from_wire(answer, app, assignments) if named else None
 
         def ours(found: Mapping[str, Any]) -> Compute | None:
             mine = wire.is_our_create(found, name=name, marker=marker)
-            return wire.compute_from_wire(found, app) if mine else None
+            return wire.compute_from_wire(found, app, assignments) if mine else None
 
         return self.create_once(
             self._machines(), "POST", _machines_path(app), body,
@@ -357,6 +393,26 @@ class Fly(BaseProvider):
                 if row else "try another region with region_hints=[...]")
         return ProviderError(f"Fly has no capacity for this machine in {where}: {exc.message}",
                              provider=self.name, status=exc.status, raw=exc.raw, hint=hint)
+
+
+def _no_address(compute: Compute, app: str) -> ProviderError:
+    """Why a running machine is not ready: its app has no address serving some port."""
+    dark = [p for p in compute.ports if not p.url]
+    raw_ports = [p for p in dark if p.protocol != "http"]
+    fixes = []
+    if any(p.protocol == "http" for p in dark):
+        fixes.append(f"fly ips allocate-v4 --shared -a {app} && fly ips allocate-v6 -a {app} "
+                     "(both free)")
+    if raw_ports:
+        fixes.append(f"fly ips allocate-v4 -a {app} (a dedicated IPv4, billed monthly)")
+    ports = ", ".join(f"{p.internal}/{p.protocol}" for p in dark)
+    return ProviderError(
+        f"machine {compute.id} is running, but app {app} has no public address for port(s) "
+        f"{ports}, so {app}.fly.dev does not reach them",
+        provider="fly", raw=compute.raw,
+        hint="run " + "; ".join(fixes) + ", or spawn with provider_opts={'create_app': True} "
+             "in an app atlas_nb creates (it allocates and later releases them)",
+    )
 
 
 def _machines_path(app: str) -> str:

@@ -16,7 +16,7 @@ from ...errors import Unsupported, ValidationError
 from ...gpus import GpuIds
 from ...models import Compute, ComputeRequest, GpuType, PortMapping
 from ..base import as_datetime, as_list, as_map, as_str, deep_merge, strip_secrets
-from . import prices, sizes
+from . import addresses, prices, sizes
 
 PROVIDER = "fly"
 
@@ -29,6 +29,10 @@ GPU_IDS = GpuIds(PROVIDER, {
 })
 MARKER_KEY = "atlas_request_id"
 """``config.metadata`` key carrying a per-create marker, so a lost create can be found."""
+
+ATLAS_METADATA_KEYS = frozenset({MARKER_KEY, addresses.CREATED_APP_KEY,
+                                 addresses.CREATED_IPS_KEY})
+"""``config.metadata`` keys atlas_nb writes for itself: never shown as labels."""
 
 OPTION_KEYS = frozenset({"app", "create_app", "org"})
 """``provider_opts`` keys the provider reads; every other key is merged into the body."""
@@ -163,9 +167,13 @@ def _refuse(request: ComputeRequest) -> None:
         raise ValidationError("Fly has no community cloud; drop cloud_type")
 
 
-def create_body(request: ComputeRequest, *, name: str, marker: str) -> dict[str, Any]:
+def create_body(request: ComputeRequest, *, name: str, marker: str,
+                ownership: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``CreateMachineRequest``; ``provider_opts`` (minus ``app``/``create_app``/``org``)
-    merged last, so ``{"config": {"auto_destroy": True}}`` reaches the config."""
+    merged last, so ``{"config": {"auto_destroy": True}}`` reaches the config.
+
+    ``ownership`` (``app_owner.ownership_metadata``) records in the machine's metadata
+    that atlas_nb created its app and which addresses it allocated there."""
     _refuse(request)
     spec = sizes.guest(request)
     if request.max_price_per_hour is not None:
@@ -182,7 +190,7 @@ def create_body(request: ComputeRequest, *, name: str, marker: str) -> dict[str,
         # Labels go to ``fly.MachineConfig.metadata`` (``additionalProperties: string``,
         # specs/fly/machines-openapi3.json), which every Machine answer returns in its
         # ``config``; the marker key (with ``_``) can never be a label key.
-        "metadata": {**request.labels, MARKER_KEY: marker},
+        "metadata": {**request.labels, **(ownership or {}), MARKER_KEY: marker},
     }
     if request.ports:
         config["services"] = services(request)
@@ -212,9 +220,17 @@ def _int(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def ports_from_wire(app: str, config: Mapping[str, Any]) -> tuple[PortMapping, ...]:
+def ports_from_wire(
+    app: str, config: Mapping[str, Any], assignments: Iterable[Mapping[str, Any]] = ()
+) -> tuple[PortMapping, ...]:
     """One ``PortMapping`` per service: HTTP on ``https://{app}.fly.dev[:port]``,
-    TCP/UDP as ``tcp://{app}.fly.dev:{port}`` (the app's public addresses)."""
+    TCP/UDP as ``tcp://{app}.fly.dev:{port}``.
+
+    A port's ``url`` is set only when the app has an address that serves it
+    (``assignments``, the app's ``IPAssignment`` rows; ``addresses.can_serve``): an
+    app made through the Machines API has none, and its name does not resolve.
+    """
+    rows = list(assignments)
     out = []
     for service in map(as_map, as_list(config.get("services"))):
         internal = service.get("internal_port")
@@ -230,12 +246,16 @@ def ports_from_wire(app: str, config: Mapping[str, Any]) -> tuple[PortMapping, .
             scheme = "https" if tls else "http"
             default = 443 if tls else 80
             url = f"{scheme}://{host}" + ("" if port == default else f":{port}")
-            out.append(PortMapping(internal=internal, external=port, protocol="http", url=url))
+            out.append(PortMapping(internal=internal, external=port, protocol="http",
+                                   url=url if addresses.can_serve("http", True, rows) else None))
         elif public:
             proto = "udp" if str(service.get("protocol", "")).lower() == "udp" else "tcp"
             port = public[0]["port"]
+            tls_port = "tls" in as_list(public[0].get("handlers")) and proto == "tcp"
+            url = f"{proto}://{host}:{port}"
             out.append(PortMapping(internal=internal, external=port, protocol=proto,
-                                   url=f"{proto}://{host}:{port}"))
+                                   url=url if addresses.can_serve(proto, tls_port, rows)
+                                   else None))
     return tuple(out)
 
 
@@ -243,11 +263,19 @@ def labels_of(config: Mapping[str, Any]) -> dict[str, str]:
     """A machine's ``config.metadata`` as ``Compute.labels``: every string entry but
     atlas_nb's create marker (Fly's own keys, such as ``fly_platform_version``, included)."""
     metadata = as_map(config.get("metadata"))
-    return {str(k): v for k, v in metadata.items() if isinstance(v, str) and k != MARKER_KEY}
+    return {str(k): v for k, v in metadata.items()
+            if isinstance(v, str) and k not in ATLAS_METADATA_KEYS}
 
 
-def compute_from_wire(machine: Mapping[str, Any], app: str) -> Compute:
-    """A ``Machine`` as a ``Compute``; ``raw`` is the machine minus ``config.env``."""
+def compute_from_wire(
+    machine: Mapping[str, Any], app: str, assignments: Iterable[Mapping[str, Any]] = ()
+) -> Compute:
+    """A ``Machine`` as a ``Compute``; ``raw`` is the machine minus ``config.env``.
+
+    ``assignments`` are the app's addresses (``GET /apps/{app}/ip_assignments``): ports
+    get a URL, and ``public_ip`` a value, only when an address serves them.
+    """
+    rows = list(assignments)
     config = as_map(machine.get("config"))
     spec = as_map(config.get("guest"))
     kind = as_str(spec.get("gpu_kind"))
@@ -257,7 +285,8 @@ def compute_from_wire(machine: Mapping[str, Any], app: str) -> Compute:
         id=compute_id(app, str(machine.get("id") or "")),
         provider=PROVIDER,
         status=MACHINE_STATUS.get(state, "unknown"),
-        ports=ports_from_wire(app, config),
+        ports=ports_from_wire(app, config, rows),
+        public_ip=addresses.public_ip(rows),
         gpu_type=gpu_type,
         gpu_count=_int(spec.get("gpus"), 1) if kind else 0,
         cost_per_hour=price_of(spec) if spec else 0.0,
@@ -295,12 +324,36 @@ def error_kind(body: Any) -> str | None:
 
 
 def placements_body(row: prices.GpuPrice, org: str) -> dict[str, Any]:
-    """``main.getPlacementsRequest`` asking where one machine with ``row``'s GPU fits."""
+    """``main.getPlacementsRequest`` asking where one machine with ``row``'s GPU may go.
+
+    ``count`` is left at its default, 0, which per the spec "returns the org-specific
+    limit for each region" (specs/fly/machines-openapi3.json ``main.getPlacementsRequest``;
+    the same words in superfly/fly-go ``flaps/flaps_platform.go``): the answer lists the
+    regions this org may place the GPU in, each with the org's limit there.
+    """
     return {"org_slug": org, "compute": sizes.gpu_guest(row.kind)}
 
 
-def _stock(total: int) -> str:
-    return "none" if total <= 0 else "low" if total < 3 else "medium" if total < 10 else "high"
+def placement_limits(answer: Any) -> dict[str, int]:
+    """``{region: limit}`` from a ``main.getPlacementsResponse`` to a ``count=0`` question.
+
+    Each ``placement.RegionPlacement.count`` is then the org's limit in that region, not
+    how many machines Fly has free: it is never read as stock. Keys are read
+    case-insensitively, as fly-go decodes ``RegionPlacement`` (untagged Go fields).
+    """
+    out: dict[str, int] = {}
+    for place in map(as_map, as_list(_ci(as_map(answer), "regions"))):
+        region, limit = as_str(_ci(place, "region")), _ci(place, "count")
+        if region:
+            out[region] = _int(limit, 0)
+    return out
+
+
+def _ci(mapping: Mapping[str, Any], key: str) -> Any:
+    """``mapping[key]``, else the first key equal to it ignoring case (Go's decoding)."""
+    if key in mapping:
+        return mapping[key]
+    return next((v for k, v in mapping.items() if str(k).lower() == key), None)
 
 
 def gpu_types(
@@ -308,8 +361,11 @@ def gpu_types(
 ) -> list[GpuType]:
     """The static GPU price table as ``GpuType``s; ``raw`` says where each figure is from.
 
-    With ``placements`` (one ``main.getPlacementsResponse`` per row, in order), regions
-    and stock are the live ones: the regions where Fly can place the GPU now.
+    With ``placements`` (one ``main.getPlacementsResponse`` per row, in order), ``regions``
+    are the live ones: where this org may place the GPU now (a limit above 0). Fly's
+    answer holds org limits, not free capacity, so ``stock`` stays ``None`` (unknown)
+    wherever a region allows the GPU, and is ``"none"`` only when no region does.
+    The limits are kept in ``raw["placement_limits"]``.
     """
     rows = list(table)
     live = list(placements) if placements is not None else [None] * len(rows)
@@ -319,11 +375,10 @@ def gpu_types(
                                "gpu_kind": row.kind, "note": prices.GPU_SERVICE_NOTE}
         regions, stock = row.regions, None
         if answer is not None:
-            places = map(as_map, as_list(as_map(answer).get("regions")))
-            found = [(str(p["region"]), _int(p.get("count"), 0))
-                     for p in places if as_str(p.get("region"))]
-            regions = tuple(sorted(r for r, n in found if n > 0))
-            stock = _stock(sum(n for _r, n in found))
+            limits = placement_limits(answer)
+            regions = tuple(sorted(r for r, n in limits.items() if n > 0))
+            stock = None if regions else "none"
+            raw["placement_limits"] = limits
             raw["placements"] = strip_secrets(dict(as_map(answer)))
         out.append(GpuType(
             provider=PROVIDER,

@@ -15,7 +15,14 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
-from ...errors import AtlasError, NotFound, ProviderError, Unsupported, ValidationError
+from ...errors import (
+    AtlasError,
+    NotFound,
+    ProviderError,
+    TransportError,
+    Unsupported,
+    ValidationError,
+)
 from ...gpus import GpuIds
 from ...models import Compute, ComputeRequest, GpuType, Job, JobRequest
 from ..base import BaseProvider, CreateRetry, Lookup, filter_computes, job_ref
@@ -36,7 +43,11 @@ class RunPod(BaseProvider):
     * A create is never replayed blindly: after a lost answer or a 5xx the pod is looked
       up by its name and the ``ATLAS_REQUEST_ID`` env marker before another try.
     * HTTP ports get ``https://{id}-{port}.proxy.runpod.net``; TCP ports get
-      ``tcp://ip:port`` once the pod runs.
+      ``tcp://ip:port`` once the pod runs; ``public_ip`` is a public TCP mapping's address.
+    * ``cloud_type="any"`` on demand takes the cheaper of secure and community cloud that
+      has stock (the v2 API would read an omitted cloud as secure); ``Compute.cloud_type``
+      says which one the pod got.
+    * ``start`` resumes a spot pod with ``podBidResume`` at the bid it was created with.
     * ``provider_opts`` is merged last into the create body (nested dicts merge).
     """
 
@@ -67,9 +78,12 @@ class RunPod(BaseProvider):
             payload = {"query": wire.RENT_SPOT_MUTATION, "variables": {"input": data}}
             return self._create("graphql", "/graphql", payload, self._spot_created,
                                 name, marker, request.name is None)
-        body = wire.create_body(request, name=name, marker=marker)
+        body = wire.create_body(request, name=name, marker=marker)  # validates first
+        cloud = self._pick_cloud(request)
+        if cloud is not None:
+            body = {**body, "cloud": cloud}
         if request.max_price_per_hour is not None:
-            self._check_price(request, request.max_price_per_hour)
+            self._check_price(request, request.max_price_per_hour, body.get("cloud", "SECURE"))
         return self._create("rest", "/v2/pods", body, self._pod_created,
                             name, marker, request.name is None)
 
@@ -88,7 +102,36 @@ class RunPod(BaseProvider):
         return self._action(compute_id, "stop", reached=("stopped",))
 
     def start(self, compute_id: str) -> Compute:
-        return self._action(compute_id, "start", reached=("provisioning", "running"))
+        """Start a stopped pod. A spot pod cannot be started on demand ("Cannot resume a
+        spot pod as an on demand pod.", runpod/runpodctl issue #156), and REST v2 has no bid
+        field: GraphQL says whether it is one, and ``podBidResume`` resumes it at its
+        creation bid (``wire.resume_bid``), from this process or any other."""
+        self._pod_path(compute_id)  # validate the id before any call
+        pod = wire.graphql_pod(self._graphql(wire.SPOT_POD_QUERY,
+                                             {"input": {"podId": compute_id}}))
+        if pod is None:
+            raise NotFound(f"pod {compute_id} not found", provider=self.name)
+        if pod.get("podType") != "INTERRUPTABLE":
+            return self._action(compute_id, "start", reached=("provisioning", "running"))
+        if pod.get("desiredStatus") == "RUNNING":
+            return self.get_compute(compute_id)  # already started: start is idempotent
+        bid = wire.resume_bid(pod)
+        if bid is None:
+            raise Unsupported(
+                f"RunPod shows no bid for spot pod {compute_id}", provider=self.name,
+                hint="terminate it and spawn again with max_price_per_hour=",
+            )
+        count = pod.get("gpuCount")
+        resume = {"podId": compute_id, "bidPerGpu": bid,
+                  "gpuCount": count if type(count) is int and count > 0 else 1}
+        try:  # a mutation: never replayed blindly; a lost answer is settled by a read
+            self._graphql(wire.BID_RESUME_MUTATION, {"input": resume}, idempotent=False)
+        except (ProviderError, TransportError):
+            again = wire.graphql_pod(self._graphql(wire.SPOT_POD_QUERY,
+                                                   {"input": {"podId": compute_id}}))
+            if again is None or again.get("desiredStatus") != "RUNNING":
+                raise
+        return self.get_compute(compute_id)
 
     def terminate(self, compute_id: str) -> None:
         try:
@@ -107,9 +150,11 @@ class RunPod(BaseProvider):
     def cancel_job(self, job_id: Job | str, *, endpoint: str | None = None) -> Job:
         return serverless.cancel(self.client("serverless"), *job_ref(job_id, endpoint))
 
-    def stream_job(self, job_id: Job | str, *, endpoint: str | None = None) -> Iterator[Any]:
+    def stream_job(self, job_id: Job | str, *, endpoint: str | None = None,
+                   timeout_s: float | None = None) -> Iterator[Any]:
         jid, ep = job_ref(job_id, endpoint)
-        return serverless.stream(self.client("serverless"), jid, ep, sleep=self._sleep)
+        return serverless.stream(self.client("serverless"), jid, ep, sleep=self._sleep,
+                                 timeout_s=timeout_s)
 
     # -- the account ------------------------------------------------------------------
     def account_fingerprint(self) -> str:
@@ -142,11 +187,13 @@ class RunPod(BaseProvider):
             raise ValidationError("compute id must be a non-empty string")
         return f"/v2/pods/{wire.segment(compute_id)}"
 
-    def _graphql(self, query: str, variables: dict[str, Any] | None = None) -> Any:
+    def _graphql(self, query: str, variables: dict[str, Any] | None = None, *,
+                 idempotent: bool = True) -> Any:
         payload: dict[str, Any] = {"query": query}
         if variables:
             payload["variables"] = variables
-        body = self.client("graphql").request("POST", "/graphql", json=payload, idempotent=True)
+        body = self.client("graphql").request("POST", "/graphql", json=payload,
+                                              idempotent=idempotent)
         return self._graphql_data(body)
 
     def _graphql_data(self, body: Any) -> Any:
@@ -173,11 +220,30 @@ class RunPod(BaseProvider):
             )
         return bid
 
-    def _check_price(self, request: ComputeRequest, cap: float) -> None:
+    def _pick_cloud(self, request: ComputeRequest) -> str | None:
+        """``SECURE``/``COMMUNITY`` for an on-demand GPU pod with ``cloud_type="any"``: the
+        cheaper with stock in the live catalog, asked per cloud (``cloud`` and ``count``
+        scope ``include=AVAILABILITY``; specs/runpod/rest-v2-openapi.json). ``None`` when
+        the request names a cloud, sets one in ``provider_opts``, or is a CPU pod."""
+        if (request.cloud_type != "any" or request.gpu is None
+                or "cloud" in request.provider_opts):
+            return None
+        path = f"/v2/catalog/gpus/{wire.segment(wire.GPU_IDS.provider_id(request.gpu))}"
+        rest = self.client("rest")
+        offers: dict[str, Any] = {}
+        for cloud in ("SECURE", "COMMUNITY"):
+            offers[cloud] = rest.request("GET", path, params={
+                "include": "AVAILABILITY", "product": "POD", "cloud": cloud,
+                "count": str(request.gpu_count)})
+            if cloud == "SECURE" and not wire.community_may_win(offers[cloud]):
+                break  # secure is in stock and no dearer than community: one call is enough
+        return wire.pick_cloud(offers)
+
+    def _check_price(self, request: ComputeRequest, cap: float, cloud_id: str) -> None:
         """On-demand pods take no bid: refuse one the catalog prices above the cap."""
         if request.gpu is None:
             raise ValidationError("max_price_per_hour applies to RunPod GPU pods; drop it")
-        cloud = "community" if request.cloud_type == "community" else "secure"  # API default
+        cloud = str(cloud_id).lower()
         unit = wire.catalog_price(
             self.client("rest").request("GET", "/v2/catalog/gpus"),
             wire.GPU_IDS.provider_id(request.gpu), cloud,

@@ -4,11 +4,16 @@ Sync runs use ``/runsync?wait=`` and then poll ``/status`` until the caller's de
 Ctrl-C while waiting cancels the remote job before re-raising. Streams poll
 ``/stream/{id}`` with backoff, unwrap ``{"output": ...}`` chunks, end on COMPLETED once
 the last chunks are drained and raise the job's error on FAILED, TIMED_OUT or CANCELLED.
+A stream answer is ``{"status", "stream": [...]}`` (runpod-python) or a bare array
+(RunPod's docs; then ``/status`` says when the job ended: ``wire.stream_answer``);
+anything else is a ``ProviderError``, never polled again. A stream has a deadline
+(``timeout_s``) past which the job is cancelled and ``Timeout`` raised.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -30,11 +35,15 @@ also ends ``LONG_POLL_MARGIN_S`` inside the user's ``http=`` timeout. When under
 polled after the first answer until the deadline."""
 POLL_S = (0.05, 1.0)
 """First and longest pause between two status or stream polls."""
+DEFAULT_STREAM_TIMEOUT_S = 3600.0
+"""A stream without ``timeout_s`` gives up (and cancels the job) after this long: six times
+RunPod's default execution timeout of 600 s, room for a queue and a cold start."""
 MAX_DRAIN_POLLS = 100
 """After COMPLETED, re-poll at most this often for late chunks (guards a server that repeats)."""
 
 _ENDED = {"FAILED", "TIMED_OUT", "CANCELLED"}
 Sleep = Callable[[float], None]
+Clock = Callable[[], float]
 
 
 def _path(endpoint: str, op: str, job_id: str | None = None) -> str:
@@ -113,32 +122,90 @@ def cancel(client: HttpClient, job_id: str, endpoint: str) -> Job:
     return wire.job_from_wire(answer, endpoint, job_id)
 
 
-def stream(client: HttpClient, job_id: str, endpoint: str, *, sleep: Sleep) -> Iterator[Any]:
-    """Validate now, then yield the job's output chunks as they arrive."""
+def stream(
+    client: HttpClient, job_id: str, endpoint: str, *, sleep: Sleep,
+    timeout_s: float | None = None, clock: Clock = time.monotonic,
+) -> Iterator[Any]:
+    """Validate now, then yield the job's output chunks as they arrive.
+
+    ``timeout_s`` (default ``DEFAULT_STREAM_TIMEOUT_S``; ``math.inf``: none) bounds the
+    whole stream: past it the job is cancelled and ``Timeout`` raised.
+    """
     path = _path(endpoint, "stream", job_id)
-    return _stream(client, path, job_id, endpoint, sleep)
+    limit = _stream_limit(timeout_s)
+    return _stream(client, path, job_id, endpoint, sleep, limit, clock)
+
+
+def _stream_limit(timeout_s: Any) -> float:
+    if timeout_s is None:
+        return DEFAULT_STREAM_TIMEOUT_S
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or math.isnan(timeout_s)
+        or timeout_s <= 0
+    ):
+        raise ValidationError(
+            f"timeout_s={timeout_s!r}: pass a positive number of seconds "
+            "(math.inf for no deadline)"
+        )
+    return float(timeout_s)
 
 
 def _stream(
-    client: HttpClient, path: str, job_id: str, endpoint: str, sleep: Sleep
+    client: HttpClient, path: str, job_id: str, endpoint: str, sleep: Sleep,
+    timeout_s: float, clock: Clock,
 ) -> Iterator[Any]:
+    deadline = clock() + timeout_s
     delay = POLL_S[0]
     drains = 0
+    ended: Mapping[str, Any] = {}  # a final /status answer read before the latest /stream poll
     while True:
+        if clock() >= deadline:
+            raise _deadline(client, job_id, endpoint, timeout_s)
         body = client.request("GET", path)
-        data: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
-        status = str(data.get("status", "")).upper()
-        chunks = wire.stream_chunks(data.get("stream"))
+        try:
+            status, chunks = wire.stream_answer(body)
+        except ValueError as exc:
+            raise ProviderError(
+                f"job {job_id} on endpoint {endpoint}: RunPod's /stream answer is not a "
+                f"stream ({exc})", provider=wire.PROVIDER, raw=body,
+                hint="get_job(job) reads its status and output; retry the stream later",
+            ) from None
         yield from chunks
+        # A bare array (RunPod's documented form) has no status: the one /status gave before
+        # this poll stands; this poll drained what came meanwhile.
+        answer = body if status else ended
+        status = status or str(ended.get("status", "")).upper() or None
         if status in _ENDED:
-            raise _job_error(client, data, status, job_id, endpoint)
+            raise _job_error(client, answer, status, job_id, endpoint)
         if status == "COMPLETED":
             drains += 1
             if not chunks or drains > MAX_DRAIN_POLLS:
                 return
             continue  # the last chunks may span several answers: drain them now
+        if status is None and not chunks:
+            job = get(client, job_id, endpoint)
+            if job.done:
+                ended = job.raw
+                continue  # poll /stream once more for chunks that came before it ended
         delay = POLL_S[0] if chunks else min(delay * 2, POLL_S[1])
-        sleep(delay)
+        sleep(max(0.0, min(delay, deadline - clock())))
+
+
+def _deadline(client: HttpClient, job_id: str, endpoint: str, timeout_s: float) -> Timeout:
+    # The caller gave up on the stream: don't leave the job running (and billing) behind.
+    cancelled = True
+    try:
+        cancel(client, job_id, endpoint)
+    except AtlasError:
+        cancelled = False
+    what = "cancelled it" if cancelled else "could not cancel it: it may still run"
+    return Timeout(
+        f"job {job_id} on endpoint {endpoint} still streaming after {timeout_s:g} s; {what}",
+        provider=wire.PROVIDER,
+        hint="pass a larger timeout_s to stream_job (math.inf for no deadline)",
+    )
 
 
 def _job_error(

@@ -8,6 +8,7 @@ prices) and the serverless runtime API (``/v2/{endpoint}/run`` ...).
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 import math
 import re
@@ -48,10 +49,30 @@ GPU_IDS = GpuIds(PROVIDER, {
 REQUEST_ID_ENV = "ATLAS_REQUEST_ID"
 """Env var carrying a per-create marker, so a create whose answer was lost can be found."""
 
+SPOT_BID_ENV = "ATLAS_SPOT_BID"
+"""Env var carrying a spot pod's creation bid per GPU, so ``start(id)`` from any process
+resumes it with the same bid: REST v2's ``Pod`` has no bid field (specs/runpod/
+rest-v2-openapi.json), and GraphQL ``costPerHr`` of a stopped pod is not documented."""
+
 DEFAULT_CPU_FLAVOR = "cpu5c"
 VOLUME_PATH = "/workspace"
 NETWORK_VOLUME_PATH = "/runpod-volume"
 MIN_PERSISTENT_GB = 10
+DEFAULT_CONTAINER_DISK_GB = 10
+"""Container disk sent when the request names none and no template brings one.
+runpod-python's ``create_pod`` sets 10 GB in that case (runpod/runpod-python@07fc6e2b:
+runpod/api/ctl_commands.py, "if container_disk_in_gb is None and template_id is None"), as
+SkyPilot's spot path does (skypilot-org/skypilot:sky/provision/runpod/api/commands.py);
+without one a create can fail with "not enough disk space available" (runpod/runpod-python
+issue #386). Sources disagree on the figure: runpodctl defaults to 20 GB
+(runpod/runpodctl@2e2df89e:cmd/pod/create.go, ``--container-disk-in-gb``), and the v2 spec
+gives ``disk`` no default at all. runpod-python has no REST v2 pod client to copy."""
+MIN_SPOT_VCPUS = 1
+MIN_SPOT_MEMORY_GB = 1
+"""``minVcpuCount`` / ``minMemoryInGb`` sent on every spot rental: runpod-python's defaults
+(``min_vcpu_count=1, min_memory_in_gb=1``, runpod/api/ctl_commands.py) and SkyPilot's
+``create_spot_pod``; RunPod's GraphQL spot example sends both (runpod/docs@eb33022a:
+sdks/graphql/manage-pods.mdx, removed from the docs in 8e5aebdb)."""
 
 POD_STATUS: dict[str, str] = {
     "PROVISIONING": "provisioning",
@@ -85,6 +106,24 @@ GPU_TYPES_QUERY = (
 RENT_SPOT_MUTATION = (
     "mutation AtlasRentSpot($input: PodRentInterruptableInput!) "
     "{ podRentInterruptable(input: $input) { id } }"
+)
+# What start(id) needs of a pod that REST v2 does not say: whether it is a spot pod
+# (``podType`` INTERRUPTABLE | RESERVED) and its bid. Field names: RunPod's GraphQL schema
+# (https://graphql-spec.runpod.io/, type Pod), as runpodctl reads ``costPerHr``
+# (runpod/runpodctl@2e2df89e:api/pod.go); ``lowestBidPriceToResume`` is seen in third-party
+# callers only [third-party].
+SPOT_POD_QUERY = (
+    "query AtlasSpotPod($input: PodFilter!) { pod(input: $input) "
+    "{ id desiredStatus podType gpuCount costPerHr lowestBidPriceToResume env } }"
+)
+# Resuming a spot pod: ``podBidResume(input: {podId, bidPerGpu, gpuCount})``, as runpodctl's
+# StartSpotPod sends it (runpod/runpodctl@2e2df89e:api/pod.go) and RunPod's GraphQL guide
+# showed it ("Use podResume for on-demand Pods or podBidResume for spot Pods",
+# runpod/docs@eb33022a:sdks/graphql/manage-pods.mdx). podResume on a spot pod fails with
+# "Cannot resume a spot pod as an on demand pod." (runpod/runpodctl issue #156).
+BID_RESUME_MUTATION = (
+    "mutation AtlasBidResume($input: PodBidResumeInput!) "
+    "{ podBidResume(input: $input) { id desiredStatus costPerHr } }"
 )
 # The key's user id: runpod-python runpod/api/queries/user.py (QUERY_USER,
 # ``query myself { myself { id pubKey ... } }``), read by runpod.get_user()
@@ -154,9 +193,22 @@ def _compute_config(request: ComputeRequest) -> dict[str, Any]:
     return {"gpu": {"id": GPU_IDS.provider_id(request.gpu), "count": request.gpu_count}}
 
 
+def _container_disk(request: ComputeRequest) -> int | None:
+    """The container disk to ask for: the request's, else ``DEFAULT_CONTAINER_DISK_GB``
+    unless a template brings its own (runpod-python skips the default with a template)."""
+    if request.container_disk_gb:
+        return request.container_disk_gb
+    return None if request.template_id else DEFAULT_CONTAINER_DISK_GB
+
+
 def create_body(request: ComputeRequest, *, name: str, marker: str) -> dict[str, Any]:
     """REST v2 ``CreatePodRequest`` for an on-demand pod; ``provider_opts`` merged last.
 
+    ``cloud_type="any"`` leaves ``cloud`` out here, and the provider sets what it resolved
+    to (``pick_cloud``): the v2 spec reads an omitted ``cloud`` as SECURE ("Defaults to
+    `SECURE` when omitted", ``CreatePodRequest.cloud``), so "any" must never go out bare.
+    (Sources disagree: SkyPilot's provisioner comments that omitting it means any cloud,
+    skypilot-org/skypilot@02b01447:sky/provision/runpod/utils.py; the spec is followed.)
     ``request.labels`` are not sent: a pod has no labels or tags (``CreatePodRequest`` and
     ``Pod`` in specs/runpod/rest-v2-openapi.json), so ownership travels in the name only.
     """
@@ -168,8 +220,9 @@ def create_body(request: ComputeRequest, *, name: str, marker: str) -> dict[str,
         body["cloud"] = _CLOUD[request.cloud_type]
     if request.region_hints:
         body["dataCenterIds"] = list(request.region_hints)
-    if request.container_disk_gb:
-        body["disk"] = request.container_disk_gb
+    disk = _container_disk(request)
+    if disk:
+        body["disk"] = disk
     mounts = _mounts(request)
     if mounts:
         body["mounts"] = mounts
@@ -190,21 +243,37 @@ def spot_input(
     if request.memory_gb is not None or request.cpus is not None:
         raise ValidationError("RunPod sizes CPU and memory by GPU type; drop cpus/memory_gb")
     _one_volume(request)
-    env = {**request.env, REQUEST_ID_ENV: marker}
+    bid = round(bid_per_gpu, 4)
+    env = {**request.env, REQUEST_ID_ENV: marker, SPOT_BID_ENV: f"{bid:g}"}
     data: dict[str, Any] = {
-        "bidPerGpu": round(bid_per_gpu, 4),
+        "bidPerGpu": bid,
         "gpuCount": request.gpu_count,
         "gpuTypeId": GPU_IDS.provider_id(request.gpu),
         "name": name,
         "cloudType": _CLOUD.get(request.cloud_type, "ALL"),
         "ports": ",".join(port_specs(request)),
         "env": [{"key": k, "value": v} for k, v in env.items()],
+        # Always sent, as RunPod's spot example and every official caller do (see
+        # MIN_SPOT_VCPUS); atlas_nb sizes CPU and memory by GPU type, so the floor is 1.
+        "minVcpuCount": MIN_SPOT_VCPUS,
+        "minMemoryInGb": MIN_SPOT_MEMORY_GB,
     }
+    if any(p.protocol == "tcp" for p in request.ports):
+        # A TCP port is reachable only on a host with a public IP; without this RunPod may
+        # place the pod on one without (``supportPublicIp``: runpod-python sends true by
+        # default, runpod/api/mutations/pods.py; so does SkyPilot's create_spot_pod).
+        data["supportPublicIp"] = True
+    mount_path = (NETWORK_VOLUME_PATH if request.network_volume_id
+                  else VOLUME_PATH if request.volume_gb else None)
     optional = {
         "imageName": request.image,
-        "containerDiskInGb": request.container_disk_gb,
+        "containerDiskInGb": _container_disk(request),
         "volumeInGb": request.volume_gb or None,
         "networkVolumeId": request.network_volume_id,
+        # With a volume RunPod needs a mount path: SkyPilot lists volumeMountPath among the
+        # required fields of podRentInterruptable (sky/provision/runpod/api/pods.py) and the
+        # docs' spot example sends it [third-party: no RunPod text says "required"].
+        "volumeMountPath": mount_path,
         "dataCenterId": request.region_hints[0] if request.region_hints else None,
         "templateId": request.template_id,
     }
@@ -249,10 +318,48 @@ def _parse_spec(spec: str) -> tuple[int, str] | None:
     return int(port), ("tcp" if proto.lower() == "tcp" else "http")
 
 
+_NOT_PUBLIC = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918
+    "100.64.0.0/10",  # RFC 6598 shared space: RunPod's HTTP-port addresses (100.65.x.x)
+    "127.0.0.0/8", "169.254.0.0/16", "0.0.0.0/8",
+))
+
+
+@functools.lru_cache(maxsize=256)
+def _public_address(ip: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if addr.version == 6:
+        return not (addr.is_private or addr.is_loopback or addr.is_link_local)
+    return not any(addr in net for net in _NOT_PUBLIC)
+
+
+def public_tcp_ip(live: list[Mapping[str, Any]]) -> str | None:
+    """The pod's public IP: the address of a public TCP mapping, never an HTTP port's.
+
+    RunPod gives HTTP ports a private address behind its proxy (GraphQL ``runtime.ports``:
+    ``{"ip": "100.65.0.101", "isIpPublic": false, ..., "type": "http"}``,
+    runpod/docs@a900806e:sdks/graphql/manage-pods.mdx); SkyPilot reads endpoints only from
+    ``type == "tcp"`` entries with an ip and a public port (skypilot-org/skypilot@02b01447:
+    sky/provision/runpod/utils.py ``_parse_pod``). Sources disagree on the shape: the v2
+    spec's ``PodRuntimePort`` example pairs ``type: "http"`` with a public-looking ip
+    (45.23.12.1), and REST v2 carries no ``isIpPublic``, so the type and the address decide.
+    """
+    for p in live:
+        ip = as_str(p.get("ip"))
+        if (str(p.get("type", "")).lower() == "tcp" and ip and _public_address(ip)
+                and type(p.get("public")) is int):
+            return ip
+    return None
+
+
 def ports_from_wire(
     pod_id: str, specs: Any, live: list[Mapping[str, Any]]
 ) -> tuple[PortMapping, ...]:
-    """HTTP ports get the RunPod proxy URL; TCP ports get ``tcp://ip:public`` once running.
+    """HTTP ports get the RunPod proxy URL; TCP ports get ``tcp://ip:public`` once running
+    on a public address (see ``public_tcp_ip``).
 
     ``specs`` is the pod's ``ports`` (``["8000/http", "22/tcp"]``), ``live`` its
     ``runtime.ports``.
@@ -266,8 +373,13 @@ def ports_from_wire(
         port, proto = parsed
         mapped = mapped_by.get(parsed, {})
         public = mapped.get("public")
+        ip = as_str(mapped.get("ip"))
+        if proto == "http" or ip is None or not _public_address(ip):
+            # an HTTP port's own mapping is a private address behind the proxy; a TCP port
+            # on a private address is not reachable from outside
+            public, ip = None, None
         public = public if type(public) is int and 0 < public < 65536 else None
-        out.append(_port(pod_id, port, proto, public, as_str(mapped.get("ip"))))
+        out.append(_port(pod_id, port, proto, public, ip))
     return tuple(out)
 
 
@@ -299,11 +411,12 @@ def compute_from_wire(pod: Mapping[str, Any]) -> Compute:
     pod_id = str(pod.get("id") or "")
     gpu_type, gpu_count = gpu_from_wire(pod.get("gpu"))
     live = _runtime_ports(pod)
+    cloud = str(pod.get("cloud") or "").lower()
     return Compute(
         id=pod_id,
         provider=PROVIDER,
         status=POD_STATUS.get(str(pod.get("status", "")).upper(), "unknown"),
-        public_ip=next((ip for p in live if (ip := as_str(p.get("ip")))), None),
+        public_ip=public_tcp_ip(live),
         ports=ports_from_wire(pod_id, pod.get("ports"), live),
         gpu_type=gpu_type,
         gpu_count=gpu_count,
@@ -312,6 +425,7 @@ def compute_from_wire(pod: Mapping[str, Any]) -> Compute:
         image=as_str(pod.get("image")),
         name=as_str(pod.get("name")),
         created_at=as_datetime(pod.get("createdAt")),
+        cloud_type=cloud if cloud in _CLOUD else None,
         raw=strip_secrets(pod),
     )
 
@@ -358,6 +472,25 @@ def stream_chunks(items: Any) -> list[Any]:
     return [i["output"] if isinstance(i, Mapping) and "output" in i else i for i in as_list(items)]
 
 
+def stream_answer(body: Any) -> tuple[str | None, list[Any]]:
+    """A ``GET /stream/{id}`` answer as ``(status or None, chunks)``; ``ValueError`` when it
+    is not a stream answer at all (text, empty, a scalar, ``{}``), so it is never polled again.
+
+    Sources disagree on the shape. RunPod's operation reference shows a bare array of items
+    (``[{"metrics": ..., "output": ...}]``: https://docs.runpod.io/serverless/endpoints/
+    operation-reference, "/stream"), which carries no status (``None``: ask ``/status``).
+    runpod-python reads ``{"status", "stream": [{"output": ...}]}`` (runpod/endpoint/runner.py,
+    ``Job.stream``). Both are read; items are unwrapped as ``stream_chunks`` does.
+    """
+    if type(body) is list:
+        return None, stream_chunks(body)
+    if isinstance(body, Mapping) and ("status" in body or "stream" in body):
+        items, status = body.get("stream"), body.get("status")
+        if (items is None or type(items) is list) and (status is None or type(status) is str):
+            return (status.upper() if status else None), stream_chunks(items)
+    raise ValueError(f"not a stream answer: {str(body)[:120]!r}")
+
+
 class GraphQLFailure(Exception):
     """A GraphQL ``errors`` answer (HTTP 200); the provider turns it into an ``AtlasError``."""
 
@@ -390,6 +523,57 @@ def spot_bid(gpu_types: Iterable[Any], gpu_id: str) -> float | None:
             spots = (_opt_float(entry.get(k)) for k in ("communitySpotPrice", "secureSpotPrice"))
             return bid or min((s for s in spots if s is not None), default=None)
     return None
+
+
+def resume_bid(pod: Any) -> float | None:
+    """The bid per GPU to resume a spot pod with (a ``SPOT_POD_QUERY`` ``pod``): the
+    creation bid atlas_nb stamped in its env, else its rate (``costPerHr`` / ``gpuCount``),
+    else RunPod's ``lowestBidPriceToResume``; ``None`` when none is known."""
+    data = as_map(pod)
+    for item in as_list(data.get("env")):
+        key, _, value = str(item).partition("=")
+        if key == SPOT_BID_ENV and (bid := _opt_float(value)):
+            return bid
+    count = _opt_int(data.get("gpuCount")) or 1
+    rate = _opt_float(data.get("costPerHr"))
+    if rate:
+        return round(rate / max(count, 1), 4)
+    return _opt_float(data.get("lowestBidPriceToResume"))
+
+
+def graphql_pod(data: Any) -> Mapping[str, Any] | None:
+    """``pod`` of a ``SPOT_POD_QUERY`` answer's ``data`` (``None``: RunPod knows no such pod)."""
+    pod = as_map(data).get("pod")
+    return pod if isinstance(pod, Mapping) else None
+
+
+def community_may_win(secure: Any) -> bool:
+    """Whether community cloud could still be the pick after the SECURE catalog answer
+    (it carries both list prices): it is offered and secure is out of stock or dearer."""
+    data = as_map(secure)
+    price = as_map(data.get("price"))
+    community = _opt_float(price.get("community"))
+    if not data.get("community") or community is None:
+        return False
+    secure_price = _opt_float(price.get("secure"))
+    stocked = data.get("secure") and str(data.get("availability") or "NONE").upper() != "NONE"
+    return not stocked or secure_price is None or community < secure_price
+
+
+def pick_cloud(offers: Mapping[str, Any]) -> str:
+    """The cloud ``cloud_type="any"`` resolves to: the cheaper of ``SECURE``/``COMMUNITY``
+    that has stock, from ``GET /v2/catalog/gpus/{id}?include=AVAILABILITY`` answers keyed by
+    the ``cloud`` each was asked for; a tie goes to SECURE. With stock in neither, the
+    cheaper one (the create's capacity error then says so)."""
+    rows = []
+    for cloud, entry in offers.items():
+        data = as_map(entry)
+        price = _opt_float(as_map(data.get("price")).get(cloud.lower()))
+        if not data.get(cloud.lower()) or price is None:
+            continue
+        stocked = str(data.get("availability") or "NONE").upper() != "NONE"
+        rows.append((not stocked, price, cloud != "SECURE", cloud))
+    return min(rows)[3] if rows else "SECURE"
 
 
 def catalog_price(catalog: Any, gpu_id: str, cloud: str) -> float | None:

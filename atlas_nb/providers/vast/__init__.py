@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from ...errors import NotFound, ProviderError
+from ...errors import AtlasError, NotFound, ProviderError
 from ...gpus import GpuIds
 from ...models import Compute, ComputeRequest, GpuType
 from ..base import BaseProvider, CreateRetry, Lookup, TargetGone, filter_computes, to_float
@@ -32,6 +32,9 @@ CREATE_ATTEMPTS = 3
 by label proved nothing was made."""
 RATE_LIMITED_ATTEMPTS = 5
 """Creates sent per offer while Vast answers 429 (it refused, so nothing was made)."""
+READ_ATTEMPTS = 5
+"""Reads of a just-rented instance while Vast answers ``{"instances": null}`` (or fails);
+after them the spawn returns what the rent made, ``provisioning``, rather than lose it."""
 _BACKOFF_S = 0.5
 _BACKOFF_MAX_S = 8.0
 _MAX_PAGES = 400
@@ -84,7 +87,9 @@ class Vast(BaseProvider):
             if request.spot:
                 bid = request.max_price_per_hour or to_float(offer.get("min_bid"))
             body = wire.create_body(request, name=name, marker=marker, bid=bid)
-            created = self._rent(int(offer["id"]), body, name, marker, request.name is None)
+            pending = wire.rented_row(offer, request, name=name, bid=bid)
+            created = self._rent(int(offer["id"]), body, name, marker, request.name is None,
+                                 pending)
             if created is not None:
                 return created
             tried.append(str(offer["id"]))
@@ -99,7 +104,9 @@ class Vast(BaseProvider):
         if iid is None:
             raise NotFound(f"no Vast instance {compute_id!r} (Vast ids are integers)",
                            provider=self.name)
-        body = self.client("rest").request("GET", f"/api/v0/instances/{iid}/")
+        # owner=me: vast-cli's show instance sends it (vastai 1.9.1 vastai/api/instances.py).
+        body = self.client("rest").request("GET", f"/api/v0/instances/{iid}/",
+                                           params={"owner": "me"})
         row = body.get("instances") if isinstance(body, Mapping) else None
         if not isinstance(row, Mapping):
             raise NotFound(f"no Vast instance {iid}", provider=self.name, raw=body)
@@ -160,7 +167,9 @@ class Vast(BaseProvider):
 
     def _rows(self, label: str | None = None) -> list[Mapping[str, Any]]:
         """Every instance row, following ``next_token`` (optionally one label only)."""
-        params: dict[str, Any] = {"limit": 25}
+        # owner=me, as vast-cli's instance list sent it (vast-cli vast.py show__instances);
+        # vastai 1.9.1's v1 list leaves it out, and the real API scopes to the key either way.
+        params: dict[str, Any] = {"owner": "me", "limit": 25}
         if label is not None:
             params["select_filters"] = json.dumps({"label": {"eq": label}})
         rows: list[Mapping[str, Any]] = []
@@ -177,7 +186,7 @@ class Vast(BaseProvider):
                             provider=self.name)
 
     def _rent(self, offer_id: int, body: dict[str, Any], name: str, marker: str,
-              name_is_ours: bool) -> Compute | None:
+              name_is_ours: bool, pending: Mapping[str, Any]) -> Compute | None:
         """Rent one offer (``create_once``): the new instance, or ``None`` if the offer vanished.
 
         Before each retry (after a transport error, a 5xx, a 429 or an answer without an
@@ -192,7 +201,8 @@ class Vast(BaseProvider):
         try:
             return self.create_once(
                 self.client("rest"), "PUT", f"/api/v0/asks/{offer_id}/", body,
-                parse=self._contract, lookup=Lookup(lambda: self._rows(label=name), ours, name),
+                parse=lambda answer: self._contract(answer, pending),
+                lookup=Lookup(lambda: self._rows(label=name), ours, name),
                 retry=CreateRetry(
                     CREATE_ATTEMPTS,
                     backoff=lambda failures: _backoff(failures, None),
@@ -205,12 +215,30 @@ class Vast(BaseProvider):
         except TargetGone:
             return None
 
-    def _contract(self, answer: Any) -> Compute | None:
-        """The instance a rent answer's ``new_contract`` names."""
+    def _contract(self, answer: Any, pending: Mapping[str, Any]) -> Compute | None:
+        """The instance a rent answer's ``new_contract`` names (``None``: it names none)."""
         new = answer.get("new_contract") if isinstance(answer, Mapping) else None
         if isinstance(new, int) and not isinstance(new, bool):
-            return self.get_compute(str(new))
+            return self._read_new(new, pending)
         return None
+
+    def _read_new(self, iid: int, pending: Mapping[str, Any]) -> Compute:
+        """The instance a successful rent made: read it, retrying briefly.
+
+        Vast's read can trail its write: right after a rent, ``GET /instances/{id}/`` may
+        answer ``{"instances": null}`` (a transport error or 5xx is no better). The rent
+        happened, so its id must reach the caller (and the orchestrator's ledger) whatever
+        the read says: after ``READ_ATTEMPTS`` reads it is returned as ``provisioning``,
+        built from the offer it rented (``wire.rented_row``).
+        """
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return self.get_compute(str(iid))
+            except AtlasError:
+                if attempt == READ_ATTEMPTS:
+                    break
+                self._sleep(_backoff(attempt, None))
+        return wire.compute_from_wire({**pending, "id": iid})
 
     def _set_state(self, compute_id: str, state: str) -> Compute:
         iid = _instance_id(compute_id)

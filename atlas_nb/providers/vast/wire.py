@@ -20,7 +20,7 @@ from ...errors import AtlasError, ValidationError
 from ...gpus import GPUS, GpuIds
 from ...models import Compute, ComputeRequest, GpuType, PortMapping
 from .. import base
-from ..base import deep_merge, strip_secrets, to_float
+from ..base import as_map, deep_merge, strip_secrets, to_float
 
 PROVIDER = "vast"
 
@@ -52,19 +52,41 @@ REQUEST_ID_ENV = "ATLAS_REQUEST_ID"
 PORTS_ENV = "ATLAS_PORTS"
 """Env var recording the requested ports with protocols (Vast itself knows only tcp/udp)."""
 
+# Vast's docs list every ``actual_status`` (the table on
+# https://docs.vast.ai/cli/reference/show-instances.md and
+# https://docs.vast.ai/sdk/python/reference/show-instance.md): null, loading, running,
+# stopped, frozen, exited, rebooting, unknown, offline. SkyPilot's mapping is the second
+# opinion (skypilot-org/skypilot sky/provision/vast/instance.py query_instances): EXITED,
+# STOPPED, FROZEN -> STOPPED; NULL, CREATED, RESTARTING, REBOOTING, LOADING -> INIT. Where
+# they disagree: SkyPilot reads UNKNOWN and OFFLINE as INIT (still coming up); the docs
+# say no heartbeat / host disconnected, and the spec's own "poll trap" says such an
+# instance never reaches running, so here they read ``unknown``.
 STATUS: dict[str | None, str] = {
-    None: "provisioning",  # not placed yet: Vast is still scheduling it
-    "scheduling": "provisioning",
-    "created": "provisioning",
-    "loading": "provisioning",
-    "running": "running",
-    "exited": "stopped",
-    "offline": "unknown",  # the host dropped off: the container's state is not known
+    None: "provisioning",  # "Instance is being provisioned"
+    "scheduling": "provisioning",  # a start waiting for the machine (docs: start instance)
+    "created": "provisioning",  # SkyPilot's CREATED; see status_from_wire for stopped
+    "loading": "provisioning",  # "Docker image is downloading or container is starting"
+    "restarting": "provisioning",  # SkyPilot's RESTARTING
+    "rebooting": "provisioning",  # "Container is restarting (transient)"
+    "running": "running",  # "GPU charges apply"
+    "stopped": "stopped",  # "Container is halted. Disk charges continue; no GPU charges"
+    "frozen": "stopped",  # "paused with memory preserved. GPU charges apply": see cost
+    "exited": "stopped",  # "Container process exited unexpectedly" (also: outbid)
+    "unknown": "unknown",  # "No recent heartbeat from the host"
+    "offline": "unknown",  # "Host machine disconnected from Vast servers"
 }
-"""``actual_status`` -> ``Compute.status`` (vast-cli's values, plus null); others: ``unknown``.
+"""``actual_status`` -> ``Compute.status``, every state Vast documents; others: ``unknown``.
 A ``created`` instance whose ``intended_status`` is ``stopped`` reads ``stopped``."""
 
+STORAGE_ONLY = frozenset({"stopped"})
+"""``actual_status`` values that pay storage only: the docs' table says "no GPU charges"
+for ``stopped`` alone (``frozen`` explicitly bills the GPU). Every other state costs the
+whole ``dph_total`` unless the machine released the GPUs (``cur_state`` ``stopped``):
+money is never guessed low, so a budget guard does not undercount."""
+
 MIN_RELIABILITY = 0.95
+OFFERS_MULT = 1000
+"""GB -> the API's memory unit in search filters, as vast-cli's ``offers_mult`` does."""
 DEFAULT_DISK_GB = 16
 SEARCH_LIMIT = 16
 CATALOG_LIMIT = 10_000
@@ -121,7 +143,9 @@ def search_query(request: ComputeRequest, *, spot: bool) -> dict[str, Any]:
     if request.cpus is not None:
         query["cpu_cores_effective"] = {"gte": request.cpus}
     if request.memory_gb is not None:
-        query["cpu_ram"] = {"gte": int(request.memory_gb * 1024)}
+        # vast-cli turns GB into the API's MB with x1000 (vastai 1.9.1 vastai/api/query.py
+        # offers_mult: cpu_ram, gpu_ram, gpu_total_ram), so "64 GB" finds what it finds.
+        query["cpu_ram"] = {"gte": int(request.memory_gb * OFFERS_MULT)}
     disk = disk_gb(request)
     query["disk_space"] = {"gte": disk}
     query.update(order=[["dph_total", "asc"]], type="bid" if spot else "on-demand",
@@ -187,6 +211,9 @@ def create_body(
     # specs/vast/vast-openapi.yaml) and no key/value labels: the label is the name, and
     # the orchestrator's ledger id travels inside it. ``request.labels`` are not sent.
     body: dict[str, Any] = {
+        # vast-cli and the SDK always send client_id "me" (vastai 1.9.1
+        # vastai/api/instances.py build_create_instance_payload).
+        "client_id": "me",
         "label": name,
         "disk": disk_gb(request),
         "runtype": "args",
@@ -220,14 +247,50 @@ def env_from_wire(row: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def _actual(row: Mapping[str, Any]) -> str | None:
+    actual = row.get("actual_status")
+    return actual.lower() if isinstance(actual, str) else None
+
+
+def gpu_billed(row: Mapping[str, Any]) -> bool:
+    """Whether the instance's GPUs are billed now (see ``STORAGE_ONLY``)."""
+    actual = _actual(row)
+    if actual in STORAGE_ONLY:
+        return False
+    if actual == "created" and row.get("intended_status") == "stopped":
+        return False  # made stopped (target_state "stopped"): nothing runs
+    # ``cur_state`` is the hardware allocation (docs: running, stopped or unloaded):
+    # an outbid interruptible (``exited``) has lost its GPUs to the higher bid.
+    return actual == "frozen" or row.get("cur_state") not in ("stopped", "unloaded")
+
+
+def cost_from_wire(row: Mapping[str, Any]) -> float:
+    """USD/hour the instance costs now.
+
+    ``dph_total`` (GPU + storage) while the GPU bills, storage alone while it does not:
+    vast-cli's ``show instances`` prints ``dph_total`` as ``$/hr`` (vastai 1.9.1
+    vastai/cli/display.py instance_fields), and Vast's docs say a stopped instance pays
+    disk only (docs.vast.ai/documentation/instances/pricing: "Storage charges continue
+    even when instances are stopped"). Not ``instance.totalHour``: in the spec's own
+    running-instance example (components/schemas/Instance) that is the disk-only
+    0.002 against ``dph_total`` 1.002.
+    """
+    price = as_map(row.get("search"))
+    if gpu_billed(row):
+        total = to_float(row.get("dph_total"), -1.0)
+        return total if total >= 0 else to_float(price.get("totalHour"))
+    disk = to_float(row.get("storage_total_cost"), -1.0)
+    return disk if disk >= 0 else to_float(price.get("diskHour"))
+
+
 def status_from_wire(row: Mapping[str, Any]) -> str:
     """``Compute.status`` of an instance row (see ``STATUS``)."""
     actual = row.get("actual_status")
-    if actual == "created" and row.get("intended_status") == "stopped":
-        return "stopped"
-    key = actual.lower() if isinstance(actual, str) else None
     if actual is not None and not isinstance(actual, str):
         return "unknown"
+    key = _actual(row)
+    if key == "created" and row.get("intended_status") == "stopped":
+        return "stopped"
     return STATUS.get(key, "unknown")
 
 
@@ -307,8 +370,6 @@ def compute_from_wire(row: Mapping[str, Any]) -> Compute:
     """An instance row (v1 list or v0 get) as a ``Compute``."""
     gpu_name = _str(row.get("gpu_name"))
     canonical = canonical_gpu(gpu_name, row.get("gpu_ram"))
-    billed = row.get("instance")
-    cost = to_float(billed.get("totalHour"), -1.0) if isinstance(billed, Mapping) else -1.0
     count = row.get("num_gpus")
     return Compute(
         id=str(row.get("id") or ""),
@@ -318,7 +379,7 @@ def compute_from_wire(row: Mapping[str, Any]) -> Compute:
         ports=ports_from_wire(row),
         gpu_type=canonical or gpu_name,
         gpu_count=count if isinstance(count, int) and count > 0 else 0,
-        cost_per_hour=cost if cost >= 0 else to_float(row.get("dph_total")),
+        cost_per_hour=cost_from_wire(row),
         region=_str(row.get("geolocation")),
         image=_str(row.get("image_uuid")),
         name=_str(row.get("label")),
@@ -334,6 +395,24 @@ def instance_page(body: Any) -> tuple[list[Mapping[str, Any]], str | None]:
     token = data.get("next_token")
     return ([r for r in rows if isinstance(r, Mapping)] if isinstance(rows, list) else [],
             token if isinstance(token, str) and token else None)
+
+
+def rented_row(offer: Mapping[str, Any], request: ComputeRequest, *, name: str,
+               bid: float | None) -> dict[str, Any]:
+    """What is known of an instance before Vast lets it be read: an instance row (no
+    ``id`` yet) from the offer rented and the request, ``actual_status`` null.
+
+    Its cost is what the search quoted for the offer (``dph_total``), or the bid plus the
+    offer's storage for an interruptible one."""
+    storage = to_float(offer.get("storage_total_cost"), 0.0)
+    cost = bid + storage if bid is not None else to_float(offer.get("dph_total"))
+    env = [[PORTS_ENV, ",".join(p.spec for p in request.ports)]] if request.ports else []
+    return {"actual_status": None, "intended_status": "running", "label": name,
+            "gpu_name": offer.get("gpu_name"), "gpu_ram": offer.get("gpu_ram"),
+            "num_gpus": offer.get("num_gpus"), "geolocation": offer.get("geolocation"),
+            "image_uuid": request.image, "dph_total": round(cost, 6),
+            "storage_total_cost": storage, "extra_env": env,
+            "ask_id": offer.get("id"), "machine_id": offer.get("machine_id")}
 
 
 def is_our_create(row: Mapping[str, Any], *, name: str, marker: str, name_is_ours: bool) -> bool:

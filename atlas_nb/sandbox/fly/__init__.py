@@ -1,8 +1,10 @@
 """The Fly.io cloud of the sandbox: the Machines API at ``S/fly/machines/v1/...``.
 
 Faithful to ``specs/fly/machines-openapi3.json`` and Fly's docs: apps (list, create,
-show, destroy), machines (create, show, list, stop, start, destroy), the platform's
-regions and placements (where a GPU fits now), and ``wait``,
+show, destroy), their addresses (``ip_assignments``: ``ips.py``; ``sb.fly.reachable(url)``
+says whether a port URL would answer), machines (create, show, list, stop, start,
+destroy, metadata upsert), the platform's regions and placements (the org's limits
+where a machine fits now), and ``wait``,
 which long-polls without blocking the event loop, holds at most 60 s and answers
 **408** when the state is not reached in time. Errors are the spec's
 ``ErrorResponse`` (``{"error", "status"?}``). Auth: ``Authorization: Bearer <key>``
@@ -13,11 +15,15 @@ is left for later: add it as a second ``Api`` in ``FlyCloud.apis()``.
 included), ``machine_env(compute_id)``, ``fail(compute_id)``, ``set_capacity(...)``
 and the lifecycle delays. Options (``Sandbox(options={"fly": {...}})``):
 ``provision_delay_s``, ``start_delay_s``, ``stop_delay_s``, ``destroy_delay_s``,
-``apps`` (created at start in org ``personal``), ``orgs``, ``nearest`` (the region
-used when a create names none), ``gpu_slots`` (GPU machines per region and kind,
-default 8), ``wait_poll_s``, ``wait_fast_forward`` (on a ``ManualClock``, a ``wait``
-that would hold moves the clock on instead: to the machine's next state change or the
-wait's deadline, whichever comes first; also settable as ``sb.fly.wait_fast_forward``)
+``apps`` (created at start in org ``personal``, with no address, as an app made through
+the API: ``sb.fly.allocate(app, "shared_v4", "v6")`` gives one what ``fly ips allocate-*``
+would), ``app_ips`` (``{app: [type, ...]}`` allocated at start), ``placement_limit`` (the
+org's per-region limit a ``count=0`` placements question answers, default 20), ``orgs``,
+``nearest`` (the region used when a create names none), ``gpu_slots`` (GPU machines per
+region and kind, default 8), ``wait_poll_s``, ``wait_fast_forward`` (on a
+``ManualClock``, a ``wait`` that would hold moves the clock on instead: to the machine's
+next state change or the wait's deadline, whichever comes first; also settable as
+``sb.fly.wait_fast_forward``)
 and ``tokens`` (more tokens the API accepts besides the sandbox key, e.g. a macaroon,
 so a test can check how a real token travels; ``sb.fly.tokens`` is the set). The
 sandbox-wide ``sb.capacity`` overrides (per canonical GPU) empty a GPU kind everywhere
@@ -54,6 +60,8 @@ from ..cloud import (
     read_json,
 )
 from ..schemas import component_errors, load_spec
+from . import ips
+from .auth import header_violation
 from .machines import PERSISTENT, FlyError, FlyState, MachineRecord
 
 __all__ = ["ERRATA", "ERRATA_SOURCES", "SPEC", "FlyCloud", "error_response"]
@@ -251,6 +259,31 @@ class _Routes:
                 - now)
         return True
 
+    async def list_ips(self, request: Request) -> Response:
+        return json_response(ips.listing(self.state, request.path_params["app"]))
+
+    async def assign_ip(self, request: Request) -> Response:
+        app = request.path_params["app"]
+        self.state.app(app)  # 404 for an unknown app before looking at the body
+        body = await read_json(request)
+        errors = component_errors(SPEC, "assignIPRequest", body)
+        if errors:
+            raise FlyError(400, "; ".join(errors))
+        return json_response(ips.assign(self.state, app, body))
+
+    async def release_ip(self, request: Request) -> Response:
+        ips.release(self.state, request.path_params["app"], request.path_params["ip"])
+        return Response(status_code=204)
+
+    async def upsert_metadata(self, request: Request) -> Response:
+        body = await read_json(request)
+        errors = component_errors(SPEC, "upsertMetadataKeyRequest", body)
+        if errors or not isinstance(body.get("value"), str):
+            raise FlyError(400, "; ".join(errors) or "value must be a string")
+        self.state.upsert_metadata(request.path_params["app"], request.path_params["id"],
+                                   request.path_params["key"], body["value"])
+        return Response(status_code=204)
+
     async def regions(self, request: Request) -> Response:
         return json_response(self.state.regions_wire())
 
@@ -302,6 +335,10 @@ def build_machines_app(state: FlyState, accounts: Accounts, *, poll_s: float = 0
             Route(f"{m}/stop", r.stop, methods=["POST"]),
             Route(f"{m}/start", r.start, methods=["POST"]),
             Route(f"{m}/wait", r.wait, methods=["GET"]),
+            Route(f"{m}/metadata/{{key}}", r.upsert_metadata, methods=["POST"]),
+            Route("/v1/apps/{app}/ip_assignments", r.list_ips, methods=["GET"]),
+            Route("/v1/apps/{app}/ip_assignments", r.assign_ip, methods=["POST"]),
+            Route("/v1/apps/{app}/ip_assignments/{ip}", r.release_ip, methods=["DELETE"]),
             Route("/v1/platform/regions", r.regions, methods=["GET"]),
             Route("/v1/platform/placements", r.placements, methods=["POST"]),
         ],
@@ -313,6 +350,9 @@ def build_machines_app(state: FlyState, accounts: Accounts, *, poll_s: float = 0
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         token = token.strip()
+        problem = header_violation(scheme, token)
+        if problem:
+            state.ctx.report(f"fly/machines: {problem}")
         account = accounts.by_key(token) if scheme in ("Bearer", "FlyV1") else None
         if account is None and scheme in ("Bearer", "FlyV1") and token and token in tokens:
             account = accounts.default
@@ -338,6 +378,8 @@ class FlyCloud:
         self.accounts = Accounts(self.name, self.key)
         """Its accounts (``accounts.py``): ``self.key`` is the default one's key."""
         self.state = FlyState(ctx)
+        for app, kinds in dict(ctx.options.get("app_ips", {})).items():
+            self.allocate(str(app), *kinds)
         self.poll_s = float(ctx.options.get("wait_poll_s", 0.02))
         self.wait_fast_forward = bool(ctx.options.get("wait_fast_forward", False))
         """On a ``ManualClock``: a ``wait`` moves the clock on instead of holding."""
@@ -368,6 +410,21 @@ class FlyCloud:
         app, _, machine_id = compute_id.rpartition("/")
         env = self.state.get(app, machine_id).config.get("env") or {}
         return {str(k): str(v) for k, v in env.items()}
+
+    def reachable(self, url: str | None) -> bool:
+        """Whether a port URL would reach a started machine: its app has an address that
+        serves the port (``ips.py``; apps start with none) and a machine publishes it."""
+        return bool(url) and ips.reachable(self.state, str(url))
+
+    def addresses(self, app: str) -> list[dict[str, Any]]:
+        """The app's ``IPAssignment`` rows (``[]`` for an unknown app)."""
+        found = self.state.apps.get(app)
+        return [ips.wire(r) for r in found.ips] if found else []
+
+    def allocate(self, app: str, *kinds: str) -> list[str]:
+        """Give an app addresses as ``fly ips allocate-*`` would (e.g. ``"shared_v4", "v6"``,
+        for an app a test treats as the user's own, deployed one); their IPs."""
+        return [str(ips.assign(self.state, app, {"type": k})["ip"]) for k in kinds]
 
     def fail(self, compute_id: str) -> None:
         """Crash a machine (state ``failed``)."""

@@ -45,6 +45,7 @@ from starlette.routing import Route
 
 from .. import sandbox_key
 from ..cloud import Api, CloudContext, json_response
+from .auth import header_violation
 
 __all__ = ["FlyLogs", "logs_api"]
 
@@ -235,6 +236,9 @@ class FlyLogs:
         if scheme == "Bearer" and token.startswith(_MACAROON):
             self.ctx.report("fly/api: a macaroon was sent as `Bearer`; flyctl sends `FlyV1`")
             return "Authenticate: token validation error"
+        problem = header_violation(scheme, token)
+        if problem:  # served anyway: how Fly answers it is unknown
+            self.ctx.report(f"fly/api: {problem}")
         if scheme not in ("Bearer", "FlyV1") or token not in self._accepted:
             return "Authenticate: token validation error"
         return None

@@ -96,6 +96,8 @@ class AppRecord:
     numeric_id: int
     created_at: float
     account: str = DEFAULT  # the account whose token created it (``accounts.py``)
+    ips: list[dict[str, Any]] = field(default_factory=list)
+    """Its addresses (``ips.py``): none at first, as for an app made through the API."""
 
 
 @dataclass
@@ -142,6 +144,10 @@ class FlyState:
         }
         self._rng = ctx.rng("fly-machines")
         self._lock = threading.RLock()
+        self.lock = self._lock
+        """The state's lock, for the modules beside this one (``ips.py``)."""
+        self.placement_limit = int(opts.get("placement_limit", 20))
+        """The org's per-region machine limit a ``count=0`` placements question answers."""
         self.apps: dict[str, AppRecord] = {}
         self.machines: dict[tuple[str, str], MachineRecord] = {}
         for app in opts.get("apps", ()):
@@ -263,16 +269,47 @@ class FlyState:
             return max(0, self.capacity.get(region, {}).get(gpu_kind, 0) - used)
 
     def placements(self, compute: Any, region: str | None, count: int) -> list[dict[str, Any]]:
-        """``placement.RegionPlacement`` rows: where ``compute`` fits ``count`` times (0: any)."""
+        """``placement.RegionPlacement`` rows for ``POST /platform/placements``.
+
+        The spec: "Simulates placing the specified number of machines into regions,
+        depending on available capacity and limits"; ``count`` "Defaults to 0, which
+        returns the org-specific limit for each region" (specs/fly/machines-openapi3.json
+        ``main.getPlacementsRequest``). So with ``count=0`` each region that can place
+        ``compute`` now answers the org's limit (``placement_limit``), not its free
+        capacity; with ``count=N`` the N machines are spread over the regions in order,
+        each row saying how many landed there. Which regions a ``count=0`` answer leaves
+        out (here: those with no free capacity) is **unverified** against Fly.
+        """
         guest = self._guest(compute)
         wanted = [r.strip() for r in (region or "any").split(",") if r.strip()]
         codes = list(REGIONS) if "any" in wanted else [r for r in wanted if r in REGIONS]
         rows = []
+        left = count
         for code in codes:
             free = self.free_slots(code, guest.get("gpu_kind"))
-            if free > 0 and free >= count:
-                rows.append({"region": code, "count": free, "concurrency": free})
+            if free <= 0:
+                continue
+            if count == 0:
+                limit = self.placement_limit
+                rows.append({"region": code, "count": limit, "concurrency": limit})
+            elif left > 0:
+                placed = min(free, left)
+                left -= placed
+                rows.append({"region": code, "count": placed, "concurrency": placed})
         return rows
+
+    def upsert_metadata(self, app: str, machine_id: str, key: str, value: str) -> None:
+        """Set one ``config.metadata`` key (``POST .../metadata/{key}``); ``""`` removes it."""
+        with self._lock:
+            machine = self.get(app, machine_id)
+            if machine.state(self.ctx.clock.time()) == "destroyed":
+                raise FlyError(404, "machine not found")
+            metadata = dict(machine.config.get("metadata") or {})
+            if value:
+                metadata[key] = value
+            else:
+                metadata.pop(key, None)
+            machine.config = {**machine.config, "metadata": metadata}
 
     def _new_id(self, app: str) -> str:
         while True:

@@ -11,14 +11,16 @@ Serverless jobs a test moves by hand: ``add_manual_endpoint(id)`` makes an endpo
 without workers, and ``drive(id)`` returns a ``JobDriver`` for its newest job (or
 ``drive(id, job_id)``): ``start()``, ``emit(*chunks)``, ``complete(output)``,
 ``fail(error)``, ``cancel()`` (see ``manual_jobs``). ``sb.runpod.serverless`` also
-has the knobs ``runsync_wait_s`` and ``stream_batch``.
+has the knobs ``runsync_wait_s``, ``stream_batch`` and ``stream_form``.
 
 Options (``Sandbox(options={"runpod": {...}})``): ``provision_delay_s``,
 ``start_delay_s``, ``workers`` and ``exec_delay_s`` (for the default
 endpoints), ``stream_wait_s`` (how long ``/stream`` waits for a chunk),
 ``runsync_wait_s`` (the longest ``/runsync`` holds its answer; default: its
 ``?wait=``), ``stream_batch`` (the most chunks one ``/stream`` answer carries;
-default: all), ``enforce_rate_limits`` (answer 429 past the RateLimit quotas).
+default: all), ``stream_form`` (``"object"``, runpod-python's ``{status, stream}``,
+the default; ``"array"``, the bare list RunPod's docs show), ``enforce_rate_limits``
+(answer 429 past the RateLimit quotas).
 """
 
 from __future__ import annotations

@@ -57,6 +57,7 @@ input PodFindAndDeployOnDemandInput {
 }
 input PodStopInput { podId: String! incrementVersion: Boolean }
 input PodResumeInput { podId: String! gpuCount: Int }
+input PodBidResumeInput { podId: String! bidPerGpu: Float! gpuCount: Int }
 input PodTerminateInput { podId: String! }
 
 type LowestPrice {
@@ -70,6 +71,7 @@ type GpuType {
   secureCloud: Boolean communityCloud: Boolean
   securePrice: Float communityPrice: Float secureSpotPrice: Float communitySpotPrice: Float
   maxGpuCount: Int maxGpuCountSecureCloud: Int maxGpuCountCommunityCloud: Int
+  cudaCores: Int oneWeekPrice: Float oneMonthPrice: Float threeMonthPrice: Float
   lowestPrice(input: GpuLowestPriceInput): LowestPrice
 }
 type PodRuntimePort { ip: String isIpPublic: Boolean privatePort: Int publicPort: Int type: String }
@@ -84,6 +86,7 @@ type Pod {
   costPerHr: Float adjustedCostPerHr: Float gpuCount: Int vcpuCount: Float memoryInGb: Float
   containerDiskInGb: Int volumeInGb: Float volumeMountPath: String ports: String env: [String]
   machineId: String dockerArgs: String lastStatusChange: String uptimeSeconds: Int
+  dockerId: String port: Int lowestBidPriceToResume: Float
   createdAt: String machine: PodMachine runtime: PodRuntime
 }
 type User { id: String pods: [Pod] }
@@ -97,6 +100,7 @@ type Mutation {
   podFindAndDeployOnDemand(input: PodFindAndDeployOnDemandInput!): Pod
   podStop(input: PodStopInput!): Pod
   podResume(input: PodResumeInput!): Pod
+  podBidResume(input: PodBidResumeInput!): Pod
   podTerminate(input: PodTerminateInput!): Void
 }
 """
@@ -107,10 +111,27 @@ NO_CAPACITY = (
 )
 
 
+DISK_REQUIRED = (
+    "There are no longer any instances available with enough disk space: "
+    "set containerDiskInGb (or a templateId that sets it)."
+)
+"""A GPU create without a container disk or template. runpod-python never sends one without
+(it defaults 10 GB, runpod/api/ctl_commands.py), and a create relying on a template's disk
+failed with "not enough disk space available" (runpod/runpod-python issue #386): the
+sandbox refuses it. The wording is ours [unverified]."""
+
+MOUNT_PATH_REQUIRED = "volumeMountPath is required with volumeInGb or networkVolumeId."
+"""A volume without a mount path: SkyPilot lists ``volumeMountPath`` among the required
+fields of ``podRentInterruptable`` (skypilot-org/skypilot:sky/provision/runpod/api/pods.py)
+and runpod-python always sends one (default ``/runpod-volume``) [third-party; wording ours]."""
+
+
 class _Resolvers:
-    def __init__(self, store: PodStore, catalog: Catalog) -> None:
+    def __init__(self, store: PodStore, catalog: Catalog,
+                 report: Callable[[str], None] = lambda _: None) -> None:
         self.store = store
         self.catalog = catalog
+        self.report = report
 
     def gpu_type(self, row: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -127,6 +148,10 @@ class _Resolvers:
             "maxGpuCount": max(row["maxCount"]["secure"], row["maxCount"]["community"]),
             "maxGpuCountSecureCloud": row["maxCount"]["secure"],
             "maxGpuCountCommunityCloud": row["maxCount"]["community"],
+            # Asked by runpod-python's get_gpu (runpod/api/queries/gpus.py): the sandbox's
+            # catalog has no core counts and no savings plans, so they read null.
+            "cudaCores": None, "oneWeekPrice": None, "oneMonthPrice": None,
+            "threeMonthPrice": None,
             "_row": row,
         }
 
@@ -155,8 +180,10 @@ class _Resolvers:
                 "uptimeInSeconds": wire["runtime"]["uptime"],
                 "ports": [
                     {
+                        # HTTP ports sit on the private 100.65.x.x network behind the proxy
+                        # (runpod/docs@a900806e:sdks/graphql/manage-pods.mdx)
                         "ip": p["ip"] or "10.0.0.2",
-                        "isIpPublic": p["type"] == "tcp",
+                        "isIpPublic": p["type"] == "tcp" and record.support_public_ip,
                         "privatePort": p["private"],
                         "publicPort": p["public"] or p["private"],
                         "type": p["type"],
@@ -190,6 +217,12 @@ class _Resolvers:
             "ports": ",".join(record.ports),
             "env": [f"{k}={v}" for k, v in record.env.items()],
             "machineId": record.machine_id,
+            # Asked by runpod-python's get_pods/get_pod (runpod/api/queries/pods.py): legacy
+            # fields the sandbox has no value for.
+            "dockerId": None, "port": None,
+            # A spot pod's resume floor: the spot price of its cloud [third-party field name:
+            # seen in callers of RunPod's GraphQL, not in runpod-python].
+            "lowestBidPriceToResume": self._resume_floor(record),
             "dockerArgs": record.args,
             "lastStatusChange": record.last_change,
             "uptimeSeconds": runtime["uptimeInSeconds"] if runtime else 0,
@@ -206,6 +239,30 @@ class _Resolvers:
             },
             "runtime": runtime,
         }
+
+    def _resume_floor(self, record: PodRecord) -> float | None:
+        if not record.interruptible:
+            return None
+        row = self.catalog.gpu((record.gpu or {}).get("id", "")) or {}
+        return (row.get("spotPrice") or {}).get(record.cloud.lower())
+
+    def _check_create(self, args: dict[str, Any], mutation: str) -> None:
+        """What RunPod needs of a GPU create beyond the schema (see DISK_REQUIRED,
+        MOUNT_PATH_REQUIRED); missing CPU/memory minimums are reported, not refused."""
+        if args.get("containerDiskInGb") is None and not args.get("templateId"):
+            raise GraphQLError(DISK_REQUIRED)
+        if (args.get("volumeInGb") or args.get("networkVolumeId")) and not args.get(
+                "volumeMountPath"):
+            raise GraphQLError(MOUNT_PATH_REQUIRED)
+        missing = [k for k in ("minVcpuCount", "minMemoryInGb") if args.get(k) is None]
+        if missing:
+            # RunPod's GraphQL examples and every official caller send both (runpod-python
+            # ctl_commands.create_pod defaults 1/1; SkyPilot create_spot_pod): leaving them
+            # out is a contract drift, not a documented error.
+            self.report(
+                f"runpod/graphql POST /graphql: contract: {mutation} without "
+                f"{' and '.join(missing)}; send them as runpod-python and SkyPilot do"
+            )
 
     def _deploy(self, args: dict[str, Any], *, bid: float | None) -> dict[str, Any]:
         gpu_id, count = args.get("gpuTypeId"), int(args.get("gpuCount") or 1)
@@ -229,9 +286,11 @@ class _Resolvers:
             clouds = [c for c in clouds if row["spotPrice"][c.lower()] <= bid]
         if not clouds:
             raise GraphQLError(NO_CAPACITY)
+        self._check_create(args, "podRentInterruptable" if bid is not None
+                           else "podFindAndDeployOnDemand")
         ports = [p.strip() for p in (args.get("ports") or "").split(",") if p.strip()]
         volume = int(args.get("volumeInGb") or 0)
-        mounts = (
+        mounts: dict[str, Any] = (
             {
                 "persistent": {
                     "size": max(10, volume),
@@ -241,6 +300,9 @@ class _Resolvers:
             if volume
             else {}
         )
+        if args.get("networkVolumeId"):
+            mounts = {"network": [{"volumeId": args["networkVolumeId"],
+                                   "path": args.get("volumeMountPath")}]}
         last: PodError | None = None
         for cloud in clouds:
             try:
@@ -259,6 +321,10 @@ class _Resolvers:
                     mounts=mounts,
                     interruptible=bid is not None,
                     bid_per_gpu=bid,
+                    # without supportPublicIp: true the sandbox takes the worst case RunPod
+                    # allows, a host with no public IP (TCP ports unreachable) [unverified:
+                    # RunPod documents the input, not where it places a pod without it]
+                    support_public_ip=bool(args.get("supportPublicIp")),
                 )
             except PodError as exc:
                 last = exc
@@ -298,6 +364,13 @@ class _Resolvers:
     def resume(self, _root: Any, _info: Any, input: dict[str, Any]) -> Any:
         return self._act(input["podId"], "start")
 
+    def bid_resume(self, _root: Any, _info: Any, input: dict[str, Any]) -> Any:
+        try:
+            return self.pod(self.store.bid_resume(
+                input["podId"], float(input["bidPerGpu"]), int(input.get("gpuCount") or 1)))
+        except PodError as exc:
+            raise GraphQLError(exc.detail) from None
+
     def terminate(self, _root: Any, _info: Any, input: dict[str, Any]) -> None:
         self._act(input["podId"], "terminate")
 
@@ -313,6 +386,7 @@ def _schema(r: _Resolvers) -> GraphQLSchema:
         ("Mutation", "podFindAndDeployOnDemand"): r.deploy_on_demand,
         ("Mutation", "podStop"): r.stop,
         ("Mutation", "podResume"): r.resume,
+        ("Mutation", "podBidResume"): r.bid_resume,
         ("Mutation", "podTerminate"): r.terminate,
     }
     for (type_name, field_name), resolve in wire.items():
@@ -325,7 +399,7 @@ def build_graphql_app(
     store: PodStore, catalog: Catalog, accounts: Accounts, report: Callable[[str], None]
 ) -> ASGIApp:
     """The GraphQL app: ``POST /graphql`` with ``{"query", "variables"?, "operationName"?}``."""
-    schema = _schema(_Resolvers(store, catalog))
+    schema = _schema(_Resolvers(store, catalog, report))
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import string
 import threading
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from ..accounts import DEFAULT, owner, visible
 from ..cloud import CloudContext, iso
 from .catalog import Catalog
 
-__all__ = ["ACTIONS", "PodError", "PodRecord", "PodStore"]
+__all__ = ["ACTIONS", "SPOT_START_REFUSED", "PodError", "PodRecord", "PodStore"]
 
 ACTIONS: dict[str, tuple[str, ...]] = {
     "PROVISIONING": ("stop", "terminate"),
@@ -33,6 +34,13 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "TERMINATED": (),
 }
 """Valid actions per status, as the v2 spec's ``podAction`` describes them."""
+
+SPOT_START_REFUSED = "Cannot resume a spot pod as an on demand pod."
+"""RunPod's answer to an on-demand resume of a spot pod (GraphQL ``podResume``; quoted in
+runpod/runpodctl issue #156). A spot pod resumes only with ``podBidResume`` and a bid
+(runpod/runpodctl@2e2df89e:api/pod.go ``StartSpotPod``). The sandbox answers a REST v2
+``start`` action on a spot pod the same way, as a 400: v2 has no bid field to resume one
+with [unverified: RunPod documents no v2 answer for this case, so the status is ours]."""
 
 _ID_CHARS = string.ascii_lowercase + string.digits
 
@@ -73,6 +81,9 @@ class PodRecord:
     global_networking: bool = False
     interruptible: bool = False
     bid_per_gpu: float | None = None
+    support_public_ip: bool = True
+    """On a host with a public IP. GraphQL rentals get one only when they ask
+    (``supportPublicIp: true``); without it a TCP port maps to the private address."""
     public_ports: dict[int, int] = field(default_factory=dict)
     phase: str = "BOOT"  # BOOT (derived from the clock), EXITED, ERROR or TERMINATED
     boot_at: float = 0.0
@@ -139,6 +150,7 @@ class PodStore:
         interruptible: bool = False,
         bid_per_gpu: float | None = None,
         registry: str | None = None,
+        support_public_ip: bool = True,
     ) -> PodRecord:
         """Place and create a pod; raises ``PodError(400)`` when it cannot be placed."""
         gpu = cpu_conf = None
@@ -223,6 +235,7 @@ class PodStore:
                 global_networking=global_networking,
                 interruptible=interruptible,
                 bid_per_gpu=bid_per_gpu,
+                support_public_ip=support_public_ip,
                 public_ports=public,
                 account=owner(),
             )
@@ -285,6 +298,8 @@ class PodStore:
                     f"Action not valid for current pod status: cannot {action} a pod that is "
                     f"{status}; valid actions: {', '.join(ACTIONS[status]) or 'none'}",
                 )
+            if action == "start" and pod.interruptible:
+                raise PodError(400, SPOT_START_REFUSED)
             if action == "stop" and pod.locked:
                 raise PodError(409, f"pod {pod_id} is locked; unlock it before stopping it")
             if action == "terminate":
@@ -297,6 +312,35 @@ class PodStore:
                 pod.events.append((now, "system", "Container stopped"))
             else:
                 self._boot(pod, now, provision=False)
+            return pod
+
+    def bid_resume(self, pod_id: str, bid_per_gpu: float, gpu_count: int) -> PodRecord:
+        """GraphQL ``podBidResume``: start a stopped spot pod at ``bid_per_gpu``.
+
+        The bid is checked against the spot floor of the pod's cloud, as a rental's is.
+        Refusing an on-demand pod here mirrors ``SPOT_START_REFUSED`` [unverified wording].
+        """
+        with self._lock:
+            pod = self.get(pod_id)
+            now = self.ctx.clock.time()
+            status = pod.status(now)
+            if not pod.interruptible:
+                raise PodError(400, "Cannot resume an on demand pod as a spot pod.")
+            if "start" not in ACTIONS[status]:
+                raise PodError(409, f"cannot resume a pod that is {status}")
+            if gpu_count < 1:
+                raise PodError(400, "gpuCount must be at least 1")
+            row = self.catalog.gpu((pod.gpu or {}).get("id", "")) or {}
+            floor = (row.get("spotPrice") or {}).get(pod.cloud.lower())
+            if floor is not None and bid_per_gpu < floor:
+                raise PodError(
+                    400,
+                    f"Your bid of ${bid_per_gpu:.3f}/hr per GPU is below the minimum bid "
+                    f"price of ${floor:.3f}.",
+                )
+            pod.bid_per_gpu = bid_per_gpu
+            pod.cost_running = round(bid_per_gpu * int((pod.gpu or {}).get("count", 1)), 4)
+            self._boot(pod, now, provision=False)
             return pod
 
     def interrupt(self, pod_id: str, *, error: bool = False) -> PodRecord:
@@ -345,7 +389,7 @@ class PodStore:
                         "username": "root",
                         "command": f"ssh root@{pod.ip} -p {tcp22}",
                     }
-                    if running and tcp22
+                    if running and tcp22 and pod.support_public_ip
                     else None
                 ),
             },
@@ -370,12 +414,22 @@ class PodStore:
             out["interruptible"] = True  # spot pods (created via GraphQL); extra keys are allowed
         return out
 
+    @staticmethod
+    def private_ip(pod: PodRecord) -> str:
+        """The pod's address on RunPod's private network, where its HTTP ports map: RunPod's
+        GraphQL docs show an HTTP port as ``{"ip": "100.65.0.101", "isIpPublic": false,
+        "privatePort": 8888, "publicPort": 60141, "type": "http"}``
+        (runpod/docs@a900806e:sdks/graphql/manage-pods.mdx). Derived, not drawn, so the
+        random stream (and every seeded id) stays as it was."""
+        h = zlib.crc32(pod.id.encode())
+        return f"100.65.{h % 250}.{(h >> 8) % 250 + 2}"
+
     def _runtime(self, pod: PodRecord, now: float) -> dict[str, Any]:
         ports = []
         for entry in pod.ports:
             number, _, kind = entry.partition("/")
             private = int(number)
-            if kind == "tcp":
+            if kind == "tcp" and pod.support_public_ip:
                 ports.append(
                     {
                         "private": private,
@@ -384,10 +438,14 @@ class PodStore:
                         "ip": pod.ip,
                     }
                 )
-            else:  # http goes through https://{id}-{port}.proxy.runpod.net
-                ports.append(
-                    {"private": private, "public": None, "type": kind or "http", "ip": None}
-                )
+            else:
+                # HTTP goes through https://{id}-{port}.proxy.runpod.net, which reaches the
+                # pod's private address; a TCP port on a host without a public IP likewise
+                # maps only there, unreachable from outside.
+                mapped = pod.public_ports.get(private) or (
+                    10000 + zlib.crc32(f"{pod.id}:{private}".encode()) % 50000)
+                ports.append({"private": private, "public": mapped, "type": kind or "http",
+                              "ip": self.private_ip(pod)})
         gpus = (pod.gpu or {}).get("count", 0)
         return {
             "uptime": max(0, int(now - pod.running_since())),

@@ -26,6 +26,13 @@ Test knobs (timing and outcomes only; every answer keeps RunPod's shapes and sta
   job that is not finished in time with its current status); ``None``: ``?wait=``.
 * ``stream_batch`` caps the chunks in one ``/stream`` answer (RunPod may spread the
   tail of a stream over several answers, even after COMPLETED); ``None``: all.
+* ``stream_form`` picks the ``/stream`` answer's shape, where RunPod's sources disagree:
+  ``"object"`` (default) is ``{"status", "stream": [{"output": ...}]}``, what
+  runpod-python's ``Job.stream`` reads (runpod/endpoint/runner.py; its loop indexes
+  ``["status"]`` and ``["stream"]``); ``"array"`` is the bare ``[{"output": ...}]`` that
+  RunPod's operation reference shows (https://docs.runpod.io/serverless/endpoints/
+  operation-reference, "/stream"), which carries no status: a client learns the end
+  from ``/status``.
 """
 
 from __future__ import annotations
@@ -43,11 +50,16 @@ from typing import Any
 from ..cloud import CloudContext
 from .manual_jobs import JobDriver, manual_handler
 
-__all__ = ["FINAL", "RUNSYNC_LIMIT", "RUN_LIMIT", "Endpoint", "Handler", "Job", "ServerlessRuntime"]
+__all__ = [
+    "FINAL", "RUNSYNC_LIMIT", "RUN_LIMIT", "STREAM_FORMS", "Endpoint", "Handler", "Job",
+    "ServerlessRuntime",
+]
 
 Handler = Callable[[dict[str, Any]], Any]
 FINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 RUN_LIMIT, RUNSYNC_LIMIT = 10 * 1024 * 1024, 20 * 1024 * 1024
+STREAM_FORMS = ("object", "array")
+"""``stream_form`` values: runpod-python's ``{status, stream}`` and the docs' bare array."""
 
 
 def echo(job: dict[str, Any]) -> Any:
@@ -139,6 +151,7 @@ class ServerlessRuntime:
         self.runsync_wait_s: float | None = None if wait is None else float(wait)
         batch = ctx.options.get("stream_batch")
         self.stream_batch: int | None = None if batch is None else int(batch)
+        self.stream_form = str(ctx.options.get("stream_form", "object"))
         workers = int(ctx.options.get("workers", 1))
         delay = float(ctx.options.get("exec_delay_s", 0.0))
         for name, handler in (("echo", echo), ("stream", stream), ("fail", fail), ("slow", slow)):
@@ -397,14 +410,28 @@ class ServerlessRuntime:
                 out["error"] = job.error
             return out
 
-    def take_stream(self, job: Job) -> dict[str, Any]:
-        """The ``/stream`` body: chunks not yet delivered, as ``{"output": chunk}`` items."""
+    @property
+    def stream_form(self) -> str:
+        """The ``/stream`` answer's shape: ``"object"`` (runpod-python's) or ``"array"``."""
+        return self._stream_form
+
+    @stream_form.setter
+    def stream_form(self, form: str) -> None:
+        if form not in STREAM_FORMS:
+            raise ValueError(f"stream_form={form!r}: use one of {', '.join(STREAM_FORMS)}")
+        self._stream_form = form
+
+    def take_stream(self, job: Job) -> dict[str, Any] | list[dict[str, Any]]:
+        """The ``/stream`` body: chunks not yet delivered, as ``{"output": chunk}`` items,
+        wrapped as ``{"status", "stream"[, "error"]}`` unless ``stream_form`` is ``"array"``."""
         with self._cond:
             fresh = job.chunks[job.delivered :][: self.stream_batch]
             job.delivered += len(fresh)
             items = [{"output": c} for c in fresh]
             if job.status == "COMPLETED" and not job.generator and job.delivered == 0:
                 items, job.delivered = [{"output": job.output}], 1  # a plain handler: one chunk
+            if self._stream_form == "array":
+                return items
             out: dict[str, Any] = {"status": job.status, "stream": items}
             if job.error is not None:
                 out["error"] = job.error

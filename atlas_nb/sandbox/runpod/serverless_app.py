@@ -4,6 +4,8 @@ Routes as runpod-python calls them (``providers.md`` §1.4): ``run``, ``runsync[
 ``status/{id}``, ``stream/{id}``, ``cancel/{id}``, ``retry/{id}``, ``health`` and
 ``purge-queue``. Auth is ``Authorization: Bearer <key>`` or, as RunPod's curl examples
 send it, the bare key. Errors are ``{"error": "..."}`` (RunPod documents no shape).
+``/stream`` answers runpod-python's ``{"status", "stream": [...]}`` or, with the runtime's
+``stream_form = "array"``, the bare item list RunPod's operation reference shows.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""The Vast.ai cloud of the sandbox: the offer marketplace and instances (``S/vast/rest``).
+"""The Vast.ai cloud of the sandbox: the offer marketplace and instances (``S/vast/rest``),
+and the bucket its instance logs are fetched from (``S/vast/logs``).
 
 ``sb.vast`` is this object. Besides serving the API (see ``rest``) it offers
 helpers for tests: ``offers`` (the ``OfferBook``), ``vanish_offer(id)`` (the next
 rent of it answers ``no_such_ask``), ``vanish_probability`` (settable: each rent
 may find its offer gone), ``instances`` (every live instance row, env included in
-``extra_env``), ``instance_env(id)``, ``outbid(id)`` (an interruptible stops),
+``extra_env``), ``instance_env(id)``, ``outbid(id)`` (an interruptible goes ``exited``, its
+``intended_status`` kept), ``freeze(id)`` (``frozen``: paused, GPU still billed),
 ``set_offline(id)`` (the host drops: ``offline``), ``destroyed`` and the knobs
 ``provision_delay_s`` / ``start_delay_s``.
 
@@ -13,10 +15,12 @@ Options (``Sandbox(options={"vast": {...}})``): ``provision_delay_s``,
 ``vanish_probability`` (0..1, default 0), ``min_interval_s`` (seconds between two
 requests to one endpoint with one key, a float for all or ``{"createInstance": 1.0}``;
 default 0 = off), ``page_size`` (instance rows per list page, at most 25) and
-``list_lag`` (how many instance lists a new instance is missing from, default 0) and
-``vanish_on_rent`` (offer ids a search still shows but a rent finds gone); the last
-three are also settable on ``sb.vast.routes``. Past a sandbox-wide ``sb.capacity``
-override (per canonical GPU) the GPU's offers disappear from search.
+``list_lag`` (how many instance lists a new instance is missing from, default 0),
+``show_lag`` (how many reads of a new instance answer ``{"instances": null}`` right
+after its rent succeeded, default 0) and ``vanish_on_rent`` (offer ids a search still
+shows but a rent finds gone); the last four are also settable on ``sb.vast.routes``.
+Past a sandbox-wide ``sb.capacity`` override (per canonical GPU) the GPU's offers
+disappear from search.
 
 Spec errata. The vendored spec (``vast/vast-openapi.yaml``) is validated as
 published except where it contradicts how Vast answers; those places are patched
@@ -28,12 +32,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from .. import sandbox_key
 from ..accounts import Accounts
 from ..cloud import Api, CloudContext, DelayKnobs, json_response
 from .instances import InstanceStore
+from .logs import LogBucket
 from .offers import OfferBook
 from .rest import VastRoutes, build_app, too_frequent
 
@@ -59,6 +64,13 @@ _DOCKER_PORTS = {  # the v1 list item's own `ports` schema, in the same spec
         "properties": {"HostIp": {"type": "string"}, "HostPort": {"type": "string"}}}},
 }
 _ENV_PAIRS = {"type": "array", "items": {"type": "array", "items": {"type": "string"}}}
+_CREATE_BODY = f"{_ASKS}/requestBody/content/application~1json/schema/properties"
+_OWNER_ME = {"name": "owner", "in": "query", "required": False,
+             "schema": {"type": "string", "enum": ["me"]}}
+
+
+def _nullable(kind: str, **limits: float) -> dict[str, Any]:
+    return {"type": [kind, "null"], **limits}
 
 ERRATA: tuple[tuple[str, Any], ...] = (
     # `order`'s minItems/maxItems sit on the outer list, so the CLI's default
@@ -88,6 +100,22 @@ ERRATA: tuple[tuple[str, Any], ...] = (
     # ... and null for an id that is not there (vast-cli: `if row is None: return None`).
     (f"{_ONE}/get/responses/200/content/application~1json/schema/properties/instances",
      {"anyOf": [{"$ref": "#/components/schemas/Instance"}, {"type": "null"}]}),
+    # createInstance as vast-cli sends it (vastai 1.9.1 vastai/api/instances.py
+    # build_create_instance_payload): every optional field present, null when unset,
+    # and `env` as an object ({"KEY": "value", "-p 8000:8000": "1"}, vastai/utils.py
+    # parse_env), where the spec types them as plain strings and numbers.
+    *((f"{_CREATE_BODY}/{name}", _nullable(kind)) for name, kind in (
+        ("template_hash_id", "string"), ("onstart", "string"), ("jupyter_dir", "string"),
+        ("user", "string"), ("image_login", "string"), ("label", "string"),
+        ("image", "string"), ("extra", "string"))),
+    (f"{_CREATE_BODY}/price", _nullable("number", minimum=0.001, maximum=128.0)),
+    (f"{_CREATE_BODY}/env", {"type": ["string", "object", "null"]}),
+    # `owner=me` on instance reads: vast-cli sends it on GET /instances/{id}/ (vastai
+    # 1.9.1 show_instance) and sent it on the instance list (vast-cli vast.py
+    # show__instances, GET /instances?owner=me); vastai 1.9.1's v1 list omits it. The
+    # spec declares neither: declared here on the two paths (path-level parameters).
+    ("/paths/~1api~1v0~1instances~1{id}/parameters", [_OWNER_ME]),
+    ("/paths/~1api~1v1~1instances/parameters", [_OWNER_ME]),
 )
 """(JSON pointer, replacement) pairs applied to the spec before validating."""
 
@@ -97,6 +125,10 @@ def _fault(status: int, detail: str, headers: Mapping[str, str] | None = None) -
     if status == 429:
         return too_frequent()
     return json_response({"success": False, "error": "server_error", "msg": detail}, status)
+
+
+def _bucket_fault(status: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
+    return PlainTextResponse(detail, status_code=status)
 
 
 class VastCloud(DelayKnobs):
@@ -111,16 +143,20 @@ class VastCloud(DelayKnobs):
         """Its accounts (``accounts.py``): ``self.key`` is the default one's key."""
         self.offers = OfferBook(ctx)
         self.store = InstanceStore(ctx)
+        self.bucket = LogBucket()
         draws = ctx.rng("vast-vanish")
-        self.routes = VastRoutes(self.offers, self.store, ctx.options, draws.random)
+        self.routes = VastRoutes(self.offers, self.store, ctx.options, draws.random,
+                                 self.bucket)
         self.app = build_app(self.routes, self.accounts, ctx.clock, ctx.options)
 
     def __repr__(self) -> str:
         return f"VastCloud(offers={len(self.offers.all())}, instances={len(self.store.all())})"
 
     def apis(self) -> Sequence[Api]:
-        """The one REST API, validated against the vendored spec plus ``ERRATA``."""
-        return [Api("rest", self.app, _fault, spec=SPEC, errata=ERRATA)]
+        """The REST API, validated against the vendored spec plus ``ERRATA``, and the log
+        bucket (``logs``: S3 in Vast's case, outside its spec)."""
+        return [Api("rest", self.app, _fault, spec=SPEC, errata=ERRATA),
+                Api("logs", self.bucket.app(), _bucket_fault)]
 
     def close(self) -> None:
         """Nothing runs in the background."""
@@ -163,6 +199,11 @@ class VastCloud(DelayKnobs):
     def outbid(self, instance_id: int | str) -> None:
         """An interruptible instance loses its bid: ``actual_status`` becomes ``exited``."""
         self.store.interrupt(int(instance_id))
+
+    def freeze(self, instance_id: int | str) -> None:
+        """The container is paused with its memory kept: ``actual_status`` ``frozen``,
+        GPU still billed (Vast's docs' status table)."""
+        self.store.freeze(int(instance_id))
 
     def set_offline(self, instance_id: int | str) -> None:
         """The instance's host drops off the network: ``actual_status`` ``offline``."""

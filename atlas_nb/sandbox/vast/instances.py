@@ -3,10 +3,22 @@
 Status is computed from the clock, never by timers: an instance rented at ``t``
 reads ``actual_status`` null (scheduling) until ``t + provision``, ``"loading"``
 (pulling the image) until ``t + provision + start``, then ``"running"``. A stop
-makes it ``"exited"``, a start boots it again (``"loading"`` -> ``"running"``),
-``target_state: "stopped"`` at create leaves it ``"created"``, and a host going
-away shows ``"offline"``. A destroyed instance is gone: ``GET`` answers
+makes it ``"stopped"`` (``intended_status`` and ``cur_state`` ``"stopped"``), a
+start boots it again (``"loading"`` -> ``"running"``), ``target_state: "stopped"``
+at create leaves it ``"created"``, an outbid interruptible goes ``"exited"`` with
+``intended_status`` still ``"running"`` (its GPU went to the higher bid:
+``cur_state`` ``"stopped"``), ``freeze`` (a test helper) gives ``"frozen"`` and a
+host going away shows ``"offline"``. A destroyed instance is gone: ``GET`` answers
 ``{"instances": null}`` and it leaves the list, as on Vast.
+
+These are the states of the ``actual_status`` table in Vast's docs
+(https://docs.vast.ai/cli/reference/show-instances.md, also
+https://docs.vast.ai/sdk/python/reference/show-instance.md): null (provisioning),
+``loading``, ``running`` (GPU billed), ``stopped`` (halted: disk charges only),
+``frozen`` (paused with memory kept: GPU billed), ``exited`` (the container process
+exited), ``rebooting``, ``unknown`` (no heartbeat) and ``offline``; ``cur_state`` is
+the hardware allocation (``running``, ``stopped`` or ``unloaded``). The row's
+``instance`` price block bills the GPU only while the hardware is held.
 
 The row shape is the v1 list's (``GET /api/v1/instances/``), also used for
 ``GET /api/v0/instances/{id}/``: ``ports`` is Docker's map
@@ -108,8 +120,10 @@ class InstanceRecord:
     args: list[str] = field(default_factory=list)
     onstart: str = ""
     template_hash_id: str | None = None
-    phase: str = "BOOT"  # BOOT (derived from the clock), CREATED, EXITED or OFFLINE
+    phase: str = "BOOT"  # BOOT (derived from the clock), CREATED, STOPPED, EXITED, FROZEN
+    #                      or OFFLINE
     intended: str = "running"
+    hardware: str = "running"  # ``cur_state``: whether the machine's GPUs are held for it
     status_msg: str | None = None
     boot_at: float = 0.0
     provision_s: float = 0.0
@@ -120,8 +134,12 @@ class InstanceRecord:
         """``actual_status`` at ``now`` (``None`` while Vast is still scheduling it)."""
         if self.phase == "CREATED":
             return "created"
+        if self.phase == "STOPPED":
+            return "stopped"
         if self.phase == "EXITED":
             return "exited"
+        if self.phase == "FROZEN":
+            return "frozen"
         if self.phase == "OFFLINE":
             return "offline"
         elapsed = now - self.boot_at
@@ -189,14 +207,14 @@ class InstanceStore:
                 account=owner(),
             )
             if body.get("target_state") == "stopped":
-                rec.phase, rec.intended = "CREATED", "stopped"
+                rec.phase, rec.intended, rec.hardware = "CREATED", "stopped", "stopped"
             else:
                 self._boot(rec, now, provision=True)
             self._live[rec.id] = rec
             return rec
 
     def _boot(self, rec: InstanceRecord, now: float, *, provision: bool) -> None:
-        rec.phase, rec.intended, rec.boot_at = "BOOT", "running", now
+        rec.phase, rec.intended, rec.hardware, rec.boot_at = "BOOT", "running", "running", now
         rec.provision_s = self.provision_delay_s if provision else 0.0
         rec.start_s = self.start_delay_s
         rec.status_msg = None
@@ -224,11 +242,14 @@ class InstanceStore:
         with self._lock:
             rec = self.require(instance_id)
             now = self.ctx.clock.time()
-            if state == "stopped" and rec.phase in {"BOOT", "OFFLINE"}:
-                rec.phase, rec.intended, rec.status_msg = "EXITED", "stopped", "stopped by user"
+            if state == "stopped" and rec.phase in {"BOOT", "OFFLINE", "EXITED", "FROZEN"}:
+                # Vast's docs: stopped = "Container is halted. Disk charges continue; no
+                # GPU charges" (docs.vast.ai/cli/reference/show-instances.md).
+                rec.phase, rec.intended, rec.hardware = "STOPPED", "stopped", "stopped"
+                rec.status_msg = "stopped by user"
             elif state == "stopped":
                 rec.intended = "stopped"
-            elif state == "running" and rec.phase in {"EXITED", "CREATED"}:
+            elif state == "running" and rec.phase in {"EXITED", "CREATED", "STOPPED", "FROZEN"}:
                 self._boot(rec, now, provision=rec.phase == "CREATED")
             elif state == "running":
                 rec.intended = "running"
@@ -250,7 +271,19 @@ class InstanceStore:
             if offline:
                 rec.phase, rec.status_msg = "OFFLINE", "host machine is offline"
             else:
-                rec.phase, rec.status_msg = "EXITED", "stopped: outbid by a higher bidder"
+                # The container exits and the GPUs go to the higher bid; what the renter
+                # asked for (``intended_status``) is kept, so it resumes once it wins again.
+                rec.phase, rec.hardware = "EXITED", "stopped"
+                rec.status_msg = "stopped: outbid by a higher bidder"
+            return rec
+
+    def freeze(self, instance_id: int) -> InstanceRecord:
+        """From Vast's side: the container is paused with its memory kept (``frozen``);
+        the GPUs stay held and billed."""
+        with self._lock:
+            rec = self.require(instance_id)
+            rec.phase, rec.intended, rec.hardware = "FROZEN", "frozen", "running"
+            rec.status_msg = "frozen"
             return rec
 
     # -- the wire -------------------------------------------------------------------------
@@ -262,9 +295,9 @@ class InstanceStore:
         running = status == "running"
         disk_hour = float(offer["storage_cost"]) * rec.disk / _HOURS_PER_MONTH
         gpu_hour = rec.bid if rec.bid is not None else float(offer["dph_base"])
-        billed_gpu = gpu_hour if status not in {"exited", "created"} else 0.0
+        billed_gpu = gpu_hour if rec.hardware == "running" else 0.0
         total = round(gpu_hour + disk_hour, 6)
-        state = "running" if rec.intended == "running" else "stopped"
+        state = rec.hardware
         idx = str(rec.id % 30 + 1)
         ports = {key: [{"HostIp": "0.0.0.0", "HostPort": str(hp)},
                        {"HostIp": "::", "HostPort": str(hp)}]
@@ -281,7 +314,7 @@ class InstanceStore:
             "actual_status": status,
             "intended_status": rec.intended,
             "cur_state": state,
-            "next_state": state,
+            "next_state": "stopped" if rec.intended == "stopped" else "running",
             "status_msg": msg,
             "label": rec.label,
             "template_id": None,
@@ -329,6 +362,12 @@ class InstanceStore:
             "disk_bw": offer["disk_bw"],
             "disk_util": 0.01 if running else -1,
             "disk_usage": 0.12 if running else -1,
+            # Not in the spec's row, but on the wire: vast-cli's `show instances` table
+            # prints them (vastai 1.9.1 vastai/cli/display.py instance_fields).
+            "inet_up": offer["inet_up"],
+            "inet_down": offer["inet_down"],
+            "inet_up_cost": offer["inet_up_cost"],
+            "inet_down_cost": offer["inet_down_cost"],
             "direct_port_count": offer["direct_port_count"],
             "direct_port_start": 20_000,
             "direct_port_end": 65_000,

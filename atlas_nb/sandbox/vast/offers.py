@@ -350,7 +350,25 @@ def _matches(view: Mapping[str, Any], field: str, ops: Mapping[str, Any]) -> boo
     return True
 
 
+def _coerce(have: Any, want: Any) -> Any:
+    """``want`` as a number when the field is numeric and ``want`` is numeric text.
+
+    vast-cli sends every filter value it does not multiply as the text the user typed
+    (``num_gpus=1`` -> ``{"num_gpus": {"eq": "1"}}``; vastai 1.9.1 vastai/api/query.py
+    ``parse_query``), and Vast's search answers those queries, so it reads the text as
+    the field's number. Booleans stay as they are."""
+    if isinstance(want, list):
+        return [_coerce(have, w) for w in want]
+    if isinstance(have, (int, float)) and not isinstance(have, bool) and isinstance(want, str):
+        try:
+            return float(want)
+        except ValueError:
+            return want
+    return want
+
+
 def _compare(have: Any, op: str, want: Any) -> bool:
+    want = _coerce(have, want)
     if op == "eq":
         return bool(have == want)
     if op == "neq":

@@ -7,8 +7,11 @@
 * ``GET /api/v1/instances/?limit=&after_token=&order_by=&select_filters=&select_cols=``
   — keyset pages of at most 25 with ``next_token``.
 * ``GET /api/v0/instances/{id}/`` -> ``{"instances": {...}}`` (a single object under
-  the plural key; ``null`` for an id that is not, or no longer, there).
+  the plural key; ``null`` for an id that is not, or no longer, there, and for a new
+  instance while the ``show_lag`` knob holds it back).
 * ``PUT /api/v0/instances/{id}/`` ``{"state": "running"|"stopped"}`` and/or ``{"label"}``.
+* ``PUT /api/v0/instances/request_logs/{id}/`` ``{"tail", "filter", "daemon_logs"}`` ->
+  ``{"success": true, "result_url": ...}``, the logs then served by ``S/vast/logs``.
 * ``DELETE /api/v0/instances/{id}/`` -> ``{"success": true, "msg": ...}``; 404 ``not_found``.
 * ``GET /api/v0/users/current/`` -> the key's user (``id``, ``email``, ``balance``...;
   never the key), as ``vastai show user`` reads it.
@@ -38,6 +41,7 @@ from starlette.routing import Route
 from ..accounts import Accounts, acting_as, current
 from ..cloud import BadBody, Clock, json_response, read_json
 from .instances import InstanceStore, StoreError, parse_env
+from .logs import LogBucket, log_lines
 from .offers import OfferBook, SearchError
 
 __all__ = ["MAX_PAGE", "VastRoutes", "build_app", "error_body", "too_frequent"]
@@ -92,9 +96,10 @@ class VastRoutes:
     """The handlers, over one offer book and one instance store."""
 
     def __init__(self, offers: OfferBook, store: InstanceStore, options: Mapping[str, Any],
-                 rng_draw: Callable[[], float]) -> None:
+                 rng_draw: Callable[[], float], bucket: LogBucket | None = None) -> None:
         self.offers = offers
         self.store = store
+        self.bucket = bucket or LogBucket()
         self.vanish_probability = float(options.get("vanish_probability", 0.0))
         # Knobs for tests (settable here too): rows per list page, how many instance lists
         # a new instance is missing from (Vast's list can lag behind a rent), and offers
@@ -102,7 +107,12 @@ class VastRoutes:
         self.page_size = int(options.get("page_size", MAX_PAGE))
         self.list_lag = int(options.get("list_lag", 0))
         self.vanish_on_rent: set[int] = set(options.get("vanish_on_rent", ()))
+        # How many reads (GET /instances/{id}/) of a new instance answer
+        # {"instances": null} right after its rent succeeded: Vast's read can trail its
+        # write, so a client must not take that null for "no such instance".
+        self.show_lag = int(options.get("show_lag", 0))
         self._hidden: dict[int, int] = {}
+        self._unshown: dict[int, int] = {}
         self._draw = rng_draw
         self._lock = threading.Lock()
 
@@ -146,6 +156,8 @@ class VastRoutes:
             rec = self.store.create(taken, body, env, port_specs)
             if self.list_lag > 0:
                 self._hidden[rec.id] = self.list_lag
+            if self.show_lag > 0:
+                self._unshown[rec.id] = self.show_lag
         return json_response({"success": True, "new_contract": rec.id})
 
     @staticmethod
@@ -156,6 +168,10 @@ class VastRoutes:
 
         if not isinstance(body, dict):
             raise bad("the body must be a JSON object")
+        # vast-cli and the SDK send client_id "me" on every create (vastai 1.9.1
+        # vastai/api/instances.py build_create_instance_payload): the caller's account.
+        if body.get("client_id") not in (None, "me"):
+            raise bad("client_id must be 'me' (the key's own account)")
         if not body.get("image") and not body.get("template_hash_id"):
             raise bad("'image' is required (or 'template_hash_id')")
         for key in ("image", "label", "onstart", "template_hash_id"):
@@ -185,6 +201,7 @@ class VastRoutes:
 
     # -- instances ------------------------------------------------------------------------
     async def list_instances(self, request: Request) -> Response:
+        _check_owner(request)
         limit_text = request.query_params.get("limit", str(MAX_PAGE))
         try:
             limit = int(limit_text)
@@ -226,8 +243,46 @@ class VastRoutes:
         })
 
     async def show_instance(self, request: Request) -> Response:
+        _check_owner(request)
         rec = self.store.get(_int_id(request.path_params["id"], "instance id"))
+        if rec is not None:
+            with self._lock:
+                left = self._unshown.pop(rec.id, 0)
+                if left > 1:
+                    self._unshown[rec.id] = left - 1
+            if left > 0:
+                rec = None  # the read trails the rent
         return json_response({"instances": self.store.row(rec) if rec is not None else None})
+
+    async def show_logs(self, request: Request) -> Response:
+        # Spec operation showLogs; vastai 1.9.1 vastai/api/instances.py ``logs`` sends
+        # {"tail": "1000", "filter": ..., "daemon_logs": "true"} (each only when set).
+        instance_id = _int_id(request.path_params["id"], "instance id")
+        body = await read_json(request) if (await request.body()).strip() else {}
+        if not isinstance(body, dict):
+            raise _Invalid(400, "invalid_args", "the body must be a JSON object")
+        tail, grep, daemon = body.get("tail"), body.get("filter"), body.get("daemon_logs")
+        if tail is not None and not (isinstance(tail, str) and tail.isdigit()):
+            raise _Invalid(400, "invalid_args", "tail must be a number of lines, as text")
+        if grep is not None and not isinstance(grep, str):
+            raise _Invalid(400, "invalid_args", "filter must be a string")
+        if daemon not in (None, "true"):
+            raise _Invalid(400, "invalid_args", "daemon_logs must be 'true' when sent")
+        rec = self.store.get(instance_id)
+        if rec is None:
+            return json_response({"error": "invalid_id", "msg": "Invalid instance id."}, 404)
+        lines = log_lines(rec, rec.actual_status(self.store.ctx.clock.time()),
+                          daemon=daemon == "true")
+        if grep:
+            lines = [line for line in lines if grep in line]
+        if tail is not None:
+            lines = lines[-int(tail):] if int(tail) else []
+        key = self.bucket.put("".join(f"{line}\n" for line in lines))
+        root = request.scope.get("root_path", "").rstrip("/")
+        bucket_root = root.rsplit("/", 1)[0] + "/logs"  # S/vast/rest -> S/vast/logs
+        url = f"{request.url.scheme}://{request.url.netloc}{bucket_root}/{key}"
+        return json_response({"success": True, "result_url": url,
+                              "msg": "logs uploaded; fetch them from result_url"})
 
     async def manage_instance(self, request: Request) -> Response:
         instance_id = _int_id(request.path_params["id"], "instance id")
@@ -265,6 +320,15 @@ class VastRoutes:
                               "email": f"{account.id}@sandbox.invalid", "balance": 100.0,
                               "ssh_key": "", "sid": f"sandbox-{account.number}",
                               "api_key": account.key})
+
+
+def _check_owner(request: Request) -> None:
+    # ``owner=me`` scopes a read to the key's own account (vast-cli sends it on
+    # GET /instances/{id}/, vastai 1.9.1 vastai/api/instances.py show_instance, and on
+    # the instance list, vast-cli vast.py show__instances); no other owner is readable.
+    owner = request.query_params.get("owner")
+    if owner is not None and owner != "me":
+        raise _Invalid(400, "invalid_request", f"owner {owner!r}: only 'me' can be read")
 
 
 def _order_keys(order: Any) -> list[tuple[str, str]]:
@@ -419,6 +483,7 @@ def build_app(routes: VastRoutes, accounts: Accounts, clock: Clock,
         ("/api/v0/instances/{id}", "showInstance", routes.show_instance, "GET"),
         ("/api/v0/instances/{id}", "manageInstance", routes.manage_instance, "PUT"),
         ("/api/v0/instances/{id}", "destroyInstance", routes.destroy_instance, "DELETE"),
+        ("/api/v0/instances/request_logs/{id}", "showLogs", routes.show_logs, "PUT"),
         ("/api/v0/users/current", "showUser", routes.show_user, "GET"),
     ]
     starlette_routes = []
