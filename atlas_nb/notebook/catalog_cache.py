@@ -99,6 +99,7 @@ CACHE = CatalogCache()
 def provider_names(value: Any) -> list[str]:
     """``None``/``"all"`` -> every catalog provider; a name or list -> those names."""
     from ..facade import all_providers
+    from ..providers import provider_class
 
     if value is None or value == "all":
         return list(all_providers())
@@ -109,6 +110,7 @@ def provider_names(value: Any) -> list[str]:
             part = part.strip()
             if part == "all":
                 out.extend(all_providers())
-            elif part:
-                out.append(part)
+            elif part:  # a typo fails here, naming the close match, not as an empty frame
+                canonical = getattr(provider_class(part), "name", None)  # an alias -> its name
+                out.append(canonical if isinstance(canonical, str) else part)
     return list(dict.fromkeys(out))

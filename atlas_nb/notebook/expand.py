@@ -92,6 +92,27 @@ def _protect(line: str) -> str:
     return "".join(out)
 
 
+def without_comment(line: str) -> str:
+    """``line`` without a trailing ``# comment``, as a shell reads it: ``#`` starts a comment
+    only outside quotes and at the start of a word, so ``"a # b"``, ``\\#`` and ``repo#tag``
+    keep theirs. IPython users end magic lines with comments, as README cells do."""
+    quote: str | None = None
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\" and quote != "'":
+            i += 2  # an escaped character, whatever it is
+            continue
+        if quote is None and ch in "'\"":
+            quote = ch
+        elif ch == quote:
+            quote = None
+        elif quote is None and ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+        i += 1
+    return line
+
+
 def expand(line: str, namespaces: tuple[Mapping[str, Any], ...]) -> Expanded:
     """Split ``line`` like a shell and expand ``$name`` references (see the module doc)."""
     try:

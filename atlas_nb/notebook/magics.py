@@ -27,7 +27,7 @@ from traitlets.config import Configurable
 from . import keyguard
 from .call import Call, Result
 from .commands import HelpShown, handler_for, overview, parse
-from .expand import expand
+from .expand import expand, without_comment
 
 __all__ = ["AtlasMagics"]
 
@@ -86,7 +86,7 @@ class AtlasMagics(Magics, Configurable):
     def dispatch(self, line: str, cell: str | None = None,
                  local_ns: Mapping[str, Any] | None = None) -> Any:
         """Run one ``%atlas`` line (and cell); what the subcommand returns is displayed."""
-        text = line.strip()
+        text = without_comment(line.strip())
         if text.endswith(";"):  # IPython's silencing marker; it checks the line itself
             text = text[:-1].rstrip()
         try:

@@ -138,7 +138,12 @@ def provider_class(name: str) -> type[Any]:
             return _custom[key]
         target = _target(key)
     if target is None:
-        raise ValidationError(f"unknown provider {name!r}; use one of: {', '.join(names())}")
+        import difflib  # only for this error: it would cost every import
+
+        known = names()
+        close = difflib.get_close_matches(key, [*known, *_alias_map()], n=1)
+        hint = f"did you mean {_alias_map().get(close[0], close[0])!r}? " if close else ""
+        raise ValidationError(f"unknown provider {name!r}; {hint}use one of: {', '.join(known)}")
     module, _, attr = target.partition(":")
     cls: type[Any] = getattr(importlib.import_module(module), attr)
     return cls

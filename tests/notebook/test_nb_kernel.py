@@ -111,3 +111,45 @@ def test_interrupting_a_sync_run_cancels_the_remote_job(kernel: Any, sb: Any) ->
     while sb.runpod.job("slow", job_id)["status"] != "CANCELLED" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sb.runpod.job("slow", job_id)["status"] == "CANCELLED", job_id
+
+
+def test_a_trailing_comment_ends_a_magic_line_as_in_a_shell(kernel: Any) -> None:
+    """README cells end magic lines with ``# comment``; a ``#`` inside quotes or a word stays."""
+    _, msgs = run(kernel, "%atlas gpus --provider runpod --limit 2 -o two  # the cheapest two")
+    assert not [m for m in msgs if m["msg_type"] == "error"]
+    _, msgs = run(kernel, "%atlas gpus --provider runpod --limit 3 -o three;  # silenced too")
+    assert not [m for m in msgs if m["msg_type"] == "execute_result"]
+    _, msgs = run(kernel, "print(len(two), len(three))")
+    assert [m["content"]["text"] for m in msgs if m["msg_type"] == "stream"] == ["2 3\n"]
+    reply, msgs = run(kernel, '%atlas gpus --gpu "h100 # not a comment"', ok=False)
+    text = "".join(m["content"].get("text", "") + "".join(m["content"].get("traceback", []))
+                   for m in msgs if m["msg_type"] in ("stream", "error"))
+    assert reply["status"] == "error" and "h100 # not a comment" in text, text
+
+
+@pytest.mark.parametrize("line, fix", [
+    ("%atlas gpus --limit -3", "argument --limit: -3 is not allowed; give 1 or more"),
+    ("%atlas gpus --max-price -1", "argument --max-price: -1 is not allowed; give a price of 0"),
+    ("%atlas ls --status runing", "argument --status: 'runing' is not known; did you mean "
+                                  "'running'?"),
+    ("%atlas logs my-app --level wrn", "argument --level: 'wrn' is not known; did you mean "
+                                       "'warn'?"),
+])
+def test_bad_flag_values_fail_the_cell_in_one_line_with_the_fix(kernel: Any, line: str,
+                                                                 fix: str) -> None:
+    reply, msgs = run(kernel, line, ok=False)
+    assert reply["status"] == "error" and reply["ename"] == "UsageError"
+    text = "".join(m["content"].get("text", "") for m in msgs if m["msg_type"] == "stream")
+    assert len(text.strip().splitlines()) == 1 and fix in text, text
+
+
+def test_the_flag_value_lists_match_the_models_and_the_log_tail() -> None:
+    from typing import get_args
+
+    from atlas_nb.models import ComputeStatus
+    from atlas_nb.notebook.commands.compute import STATUSES
+    from atlas_nb.notebook.commands.fly import LOG_LEVELS
+    from atlas_nb.notebook.widgets.log_tail import level_rank
+
+    assert get_args(ComputeStatus) == STATUSES
+    assert [level_rank(level) for level in LOG_LEVELS] == [0, 1, 2, 2, 3]

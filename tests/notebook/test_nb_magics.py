@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
@@ -248,7 +249,7 @@ def test_spawn_untracked_and_bad_fields(ip, orch: Any) -> None:
     c = ip.run_line_magic("atlas", "spawn --provider mock --image img:1 --untracked")
     assert orch.tracked() == []
     assert atlas.get_compute(c.id, provider="mock").status == "running"
-    with pytest.raises(ValidationError, match=r"ComputeRequest\.gpu_count"):
+    with pytest.raises(UsageError, match=r"argument --gpu-count: 0 is not allowed"):
         ip.run_line_magic("atlas", "spawn --provider mock --image img:1 --gpu-count 0")
     with pytest.raises(ValidationError, match="colour"):
         ip.run_cell_magic("atlas", "spawn --provider mock", "image: img:1\ncolour: blue\n")
@@ -269,6 +270,23 @@ def test_ls_lists_tracked_first_with_costs(ip, box: Any, orch: Any) -> None:
     assert only["id"].tolist() == [tracked.id]
     ip.run_line_magic("atlas", f"terminate {tracked.id} {loose.id} --provider runpod")
     assert {p["id"] for p in box.runpod.live_pods()} & {tracked.id, loose.id} == set()
+
+
+def test_ls_provider_filters_tracked_rows_and_refuses_unknown_names(ip, orch: Any) -> None:
+    on_mock = ip.run_line_magic("atlas", "spawn --provider mock --image img:1")
+    on_runpod = ip.run_line_magic("atlas", "spawn --provider runpod --gpu rtx_4090 --image i:1")
+    try:
+        df = ip.run_line_magic("atlas", "ls --provider runpod")
+        assert on_runpod.id in df["id"].tolist() and on_mock.id not in df["id"].tolist()
+        assert set(df["provider"]) == {"runpod"}
+        with pytest.raises(ValidationError, match=r"unknown provider 'runpd'; did you mean "
+                                                  r"'runpod'\?"):
+            ip.run_line_magic("atlas", "ls --provider runpd")
+        with pytest.raises(ValidationError, match=r"unknown provider 'nosuch'"):
+            ip.run_line_magic("atlas", "ls --provider nosuch")
+    finally:
+        ip.run_line_magic("atlas", f"terminate {on_runpod.id} --provider runpod")
+        ip.run_line_magic("atlas", f"terminate {on_mock.id} --provider mock")
 
 
 def test_touch_resets_the_idle_clock_of_tracked_computes_only(ip, orch: Any) -> None:

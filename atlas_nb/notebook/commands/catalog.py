@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .options import out_option, provider_option
+from .options import count, out_option, price, provider_option
 from .registry import command
 
 if TYPE_CHECKING:
@@ -34,13 +34,13 @@ def default_catalog_providers(call: Call) -> list[str]:
 def _gpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", "-g", action="append", metavar="G",
                    help="canonical GPU name or family, e.g. h100 (repeatable)")
-    p.add_argument("--max-price", type=float, metavar="USD",
+    p.add_argument("--max-price", type=price, metavar="USD",
                    help="only offers at or below this $/h (the spot price with --spot)")
     provider_option(p, many=True)
     p.add_argument("--spot", action="store_true",
                    help="only offers with a spot price, sorted by it")
     p.add_argument("--refresh", action="store_true", help="refetch the catalogs now")
-    p.add_argument("--limit", type=int, metavar="N", help="show the N cheapest rows")
+    p.add_argument("--limit", type=count, metavar="N", help="show the N cheapest rows")
     p.add_argument("--panel", action="store_true",
                    help="open the CatalogPanel (filter, sort, pick a row to spawn)")
     out_option(p)

@@ -10,8 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import AtlasError, UnknownError, ValidationError
 from .. import tracking
-from .options import out_option, provider_option
+from .options import count, one_of, out_option, price, provider_option
 from .registry import command
+
+STATUSES = ("provisioning", "running", "stopped", "terminated", "failed", "unknown")
+"""``models.ComputeStatus`` spelled out: importing the models here would load pydantic with
+the parsers (a test keeps the two equal)."""
 
 if TYPE_CHECKING:  # the models load pydantic, the facade httpx: only when a handler runs
     from ...models import Compute
@@ -60,7 +64,7 @@ def _spec(call: Call) -> dict[str, Any]:
 def _spawn_args(p: argparse.ArgumentParser) -> None:
     provider_option(p)
     p.add_argument("--gpu", "-g", metavar="G", help="canonical GPU name; 'cpu' for none")
-    p.add_argument("--gpu-count", type=int, metavar="N")
+    p.add_argument("--gpu-count", type=count, metavar="N")
     p.add_argument("--image", "-i", metavar="IMAGE")
     p.add_argument("--port", action="append", metavar="PORT",
                    help="8000/http or 22/tcp (repeatable)")
@@ -69,7 +73,7 @@ def _spawn_args(p: argparse.ArgumentParser) -> None:
                    help="terminate after MIN idle minutes (default AtlasMagics.idle_ttl)")
     p.add_argument("--name", metavar="NAME")
     p.add_argument("--spot", action="store_true", default=None)
-    p.add_argument("--max-price", type=float, metavar="USD", help="cap in $/h")
+    p.add_argument("--max-price", type=price, metavar="USD", help="cap in $/h")
     p.add_argument("--region", action="append", metavar="R", help="region hint (repeatable)")
     p.add_argument("--untracked", action="store_true",
                    help="plain spawn: no idle TTL and not terminated with the kernel")
@@ -255,7 +259,8 @@ def _list_all(names: list[str], status: str | None) -> tuple[list[Compute], dict
 
 def _ls_args(p: argparse.ArgumentParser) -> None:
     provider_option(p, many=True)
-    p.add_argument("--status", metavar="S", help="running, stopped, provisioning, ...")
+    p.add_argument("--status", metavar="S", type=one_of(STATUSES),
+                   help="running, stopped, provisioning, ...")
     p.add_argument("--tracked", action="store_true", help="only computes this kernel tracks")
     out_option(p)
 
@@ -275,6 +280,7 @@ def ls(call: Call) -> Any:
     snaps = tracking.tracked()
     if args.provider:
         names = provider_names(args.provider)
+        snaps = [t for t in snaps if t.provider in names]  # --provider filters tracked rows too
     else:
         default = default_provider(call)
         names = [default] if default else [p for p in all_providers() if config.key_source(p)]

@@ -9,8 +9,11 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ProviderError
-from .options import out_option
+from .options import count, one_of, out_option
 from .registry import command
+
+LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
+"""What ``--level`` takes: ``LogTail``'s levels (the widgets load with the handler)."""
 
 if TYPE_CHECKING:
     from ..call import Call
@@ -22,9 +25,10 @@ def _logs_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("app", metavar="APP")
     p.add_argument("--region", metavar="R")
     p.add_argument("--instance", metavar="ID")
-    p.add_argument("--level", metavar="L", help="minimum level shown, e.g. warn")
+    p.add_argument("--level", metavar="L", type=one_of(LOG_LEVELS),
+                   help="minimum level shown: debug, info, warn or error")
     p.add_argument("--grep", metavar="TEXT", help="only lines containing TEXT")
-    p.add_argument("--lines", type=int, default=1000, metavar="N",
+    p.add_argument("--lines", type=count, default=1000, metavar="N",
                    help="ring buffer size (default 1000)")
     p.add_argument("--no-follow", action="store_true",
                    help="print what arrives within --wait seconds, then stop")
